@@ -1,0 +1,1 @@
+"""Everything that touches TensorFlow lives in this package."""

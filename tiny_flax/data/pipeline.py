@@ -1,0 +1,152 @@
+"""tf.data input pipelines: prepared TFDS records to host batches of numpy arrays.
+
+Training order is a pure function of (seed, epoch): resuming at any step
+replays the same batches. Evaluation sees every example exactly once; the last
+batch is padded and its padding masked out, and every process yields the same
+number of batches so that collective steps stay in lockstep.
+"""
+
+import math
+import os
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tiny_flax.data import fake
+from tiny_flax.data import preprocess
+from tiny_flax.data import tiny_imagenet
+
+# JAX owns the accelerators; tf.data runs on the host CPU.
+tf.config.set_visible_devices([], 'GPU')
+
+
+def _fake_dirs(config):
+  """Fake archives live apart from real data, one folder per size."""
+  size = f'{config.dataset.fake_train_per_class}-{config.dataset.fake_val_per_class}'
+  root = os.path.join(os.path.expanduser('~/.cache/tiny_flax'), f'fake-{size}')
+  return (config.dataset.manual_dir or root,
+          config.dataset.data_dir or os.path.join(root, 'tfds'))
+
+
+def prepare(config):
+  """Returns the TFDS builder of the config's dataset, prepared on first use."""
+  if config.dataset.source == 'fake':
+    manual_dir, data_dir = _fake_dirs(config)
+    archive = os.path.join(manual_dir, tiny_imagenet.ARCHIVE_NAME)
+    if not os.path.exists(archive):
+      fake.write_archive(archive,
+                         train_per_class=config.dataset.fake_train_per_class,
+                         val_per_class=config.dataset.fake_val_per_class)
+  elif config.dataset.source == 'official':
+    manual_dir, data_dir = config.dataset.manual_dir, config.dataset.data_dir
+  else:
+    raise tiny_imagenet.DatasetError(
+        f'config.dataset.source must be "official" or "fake", got '
+        f'{config.dataset.source!r}.')
+  builder = tfds.builder('tiny_imagenet', data_dir=data_dir or None)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=os.path.expanduser(manual_dir) if manual_dir else None))
+  return builder
+
+
+def class_names(builder):
+  """(wnid, human-readable name) for each class index."""
+  names = builder.info.metadata['class_names']
+  return [(wnid, names[wnid]) for wnid in builder.info.features['label'].names]
+
+
+def image_shape(config):
+  """Shape of one evaluation image after the config's preprocessing."""
+  process_fn = preprocess.for_config(config, train=False)
+  return tuple(process_fn(tf.zeros(tiny_imagenet.IMAGE_SHAPE, tf.uint8),
+                          tf.zeros([2], tf.int32)).shape)
+
+
+def _decode(example):
+  # INTEGER_ACCURATE matches PIL's decoder bit for bit on these JPEGs.
+  image = tf.io.decode_jpeg(example['image'], channels=3,
+                            dct_method='INTEGER_ACCURATE')
+  return {'image': image, 'label': tf.cast(example['label'], tf.int32)}
+
+
+def _decoded(builder, split, cache):
+  split = tfds.split_for_jax_process(split, drop_remainder=split == 'train')
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={'image': tfds.decode.SkipDecoding()})
+  ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.cache() if cache else ds
+
+
+def steps_per_epoch(builder, global_batch_size):
+  examples = builder.info.splits['train'].num_examples // jax.process_count()
+  return examples // (global_batch_size // jax.process_count())
+
+
+def train_batches(builder, config, *, start_step=0):
+  """Endless iterator of this process's training batches from `start_step` on."""
+  local_batch_size = config.batch_size // jax.process_count()
+  batches_per_epoch = steps_per_epoch(builder, config.batch_size)
+  if batches_per_epoch == 0:
+    raise tiny_imagenet.DatasetError(
+        f'batch_size {config.batch_size} is larger than the training split '
+        f'({builder.info.splits["train"].num_examples} examples).')
+  decoded = _decoded(builder, 'train', config.input.cache)
+  process_fn = preprocess.for_config(config, train=True)
+
+  def epoch(index, skip_examples):
+    shuffled = decoded.shuffle(config.input.shuffle_buffer,
+                               seed=config.seed * 100_003 + index)
+    examples = shuffled.take(batches_per_epoch * local_batch_size).enumerate()
+
+    def augment(position, example):
+      seed = tf.random.experimental.stateless_fold_in(
+          tf.cast(tf.stack([config.seed, index]), tf.int32),
+          tf.cast(position, tf.int32))
+      return {'image': process_fn(example['image'], seed),
+              'label': example['label']}
+    return examples.skip(skip_examples).map(
+        augment, num_parallel_calls=tf.data.AUTOTUNE)
+
+  first_epoch, steps_done = divmod(start_step, batches_per_epoch)
+  later_epochs = tf.data.Dataset.range(first_epoch + 1, 1 << 40).flat_map(
+      lambda index: epoch(index, 0))
+  ds = epoch(first_epoch, steps_done * local_batch_size).concatenate(
+      later_epochs)
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def eval_batches(builder, config, split='validation'):
+  """This process's batches over the whole split, each with a `mask`."""
+  local_batch_size = config.batch_size // jax.process_count()
+  total = builder.info.splits[split].num_examples
+  num_batches = math.ceil(
+      math.ceil(total / jax.process_count()) / local_batch_size)
+  if config.steps_per_eval > 0:
+    num_batches = min(num_batches, config.steps_per_eval)
+  process_fn = preprocess.for_config(config, train=False)
+  no_seed = tf.zeros([2], tf.int32)
+  ds = _decoded(builder, split, cache=config.input.cache).map(
+      lambda ex: {'image': process_fn(ex['image'], no_seed),
+                  'label': ex['label']},
+      num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local_batch_size).prefetch(tf.data.AUTOTUNE)
+
+  template = None
+  batches = ds.as_numpy_iterator()
+  for _ in range(num_batches):
+    batch = next(batches, None)
+    if batch is None:  # This process ran out before the others.
+      batch = {k: v[:0] for k, v in template.items()}
+    template = batch
+    yield _pad(batch, local_batch_size)
+
+
+def _pad(batch, size):
+  count = len(batch['label'])
+  padded = {k: np.concatenate([v, np.zeros((size - count,) + v.shape[1:], v.dtype)])
+            for k, v in batch.items()}
+  padded['mask'] = np.arange(size) < count
+  return padded

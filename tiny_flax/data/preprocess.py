@@ -1,0 +1,225 @@
+"""torchvision's transforms as named TensorFlow ops, composed from config strings.
+
+A recipe mirrors a `transforms.Compose` list, one op per element, written as
+a string with `|` between ops or as a list:
+
+    'random_horizontal_flip|random_resized_crop(224)|to_tensor|normalize(0.5, 0.5)'
+
+Each op maps `(image, seed) -> image`. Images stay uint8 until `to_tensor`, as
+PIL images do in torchvision; resizing rounds back to uint8 like PIL. Random ops
+draw from stateless seeds, so a seed fixes the output.
+"""
+
+import ast
+import math
+
+import tensorflow as tf
+
+from tiny_flax import errors
+
+_OPS = {}
+
+
+def register(name):
+  def wrap(factory):
+    _OPS[name] = factory
+    return factory
+  return wrap
+
+
+def known_ops():
+  return sorted(_OPS)
+
+
+class PreprocessError(errors.UserError):
+  pass
+
+
+def _positive_size(op, size):
+  """torchvision's `size`: an int or an (h, w) pair, all positive."""
+  sizes = (size, size) if isinstance(size, int) else tuple(size)
+  if len(sizes) != 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
+    raise PreprocessError(
+        f'{op}: size must be a positive int or a pair of them, got {size!r}.')
+  return sizes
+
+
+def _round_to_uint8(image):
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _resize(image, size):
+  """PIL's bilinear resize (antialiased when shrinking), back to uint8."""
+  return _round_to_uint8(
+      tf.image.resize(image, size, method='bilinear', antialias=True))
+
+
+@register('random_horizontal_flip')
+def random_horizontal_flip(p=0.5):
+  def op(image, seed):
+    flip = tf.random.stateless_uniform([], seed) < p
+    return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+  return op
+
+
+@register('resize')
+def resize(size):
+  """An int resizes the shorter side, keeping the aspect ratio (truncated)."""
+  if isinstance(size, int):
+    _positive_size('resize', size)
+
+    def op(image, seed):
+      del seed
+      h, w = tf.shape(image)[0], tf.shape(image)[1]
+      short, long = tf.minimum(h, w), tf.maximum(h, w)
+      new_long = tf.cast(size * long / short, tf.int32)
+      new_size = tf.where(h <= w, tf.stack([size, new_long]),
+                          tf.stack([new_long, size]))
+      return _resize(image, new_size)
+    return op
+  new_size = _positive_size('resize', size)
+  return lambda image, seed: _resize(image, new_size)
+
+
+@register('center_crop')
+def center_crop(size):
+  """Pads with zeros when the crop is larger than the image, as torchvision."""
+  crop_h, crop_w = _positive_size('center_crop', size)
+
+  def op(image, seed):
+    del seed
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    pad_h, pad_w = tf.maximum(crop_h - h, 0), tf.maximum(crop_w - w, 0)
+    image = tf.pad(image, [[pad_h // 2, (pad_h + 1) // 2],
+                           [pad_w // 2, (pad_w + 1) // 2], [0, 0]])
+    h, w = h + pad_h, w + pad_w
+    top = tf.cast(tf.round((h - crop_h) / 2), tf.int32)  # half to even, like round()
+    left = tf.cast(tf.round((w - crop_w) / 2), tf.int32)
+    return image[top:top + crop_h, left:left + crop_w]
+  return op
+
+
+def sample_crop_box(height, width, seed, scale, ratio, attempts=10):
+  """torchvision's RandomResizedCrop.get_params, all attempts drawn at once.
+
+  Returns (top, left, crop_height, crop_width) as int32 scalars.
+  """
+  area_seed, ratio_seed, offset_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 3))
+  area = tf.cast(height * width, tf.float32)
+  target_area = area * tf.random.stateless_uniform(
+      [attempts], area_seed, scale[0], scale[1])
+  log_ratio = tf.random.stateless_uniform(
+      [attempts], ratio_seed, math.log(ratio[0]), math.log(ratio[1]))
+  aspect = tf.exp(log_ratio)
+  crop_w = tf.cast(tf.round(tf.sqrt(target_area * aspect)), tf.int32)
+  crop_h = tf.cast(tf.round(tf.sqrt(target_area / aspect)), tf.int32)
+  fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
+
+  in_ratio = tf.cast(width, tf.float32) / tf.cast(height, tf.float32)
+  fallback_w = tf.where(
+      in_ratio < min(ratio), width,
+      tf.where(in_ratio > max(ratio),
+               tf.cast(tf.round(tf.cast(height, tf.float32) * max(ratio)),
+                       tf.int32), width))
+  fallback_h = tf.where(
+      in_ratio < min(ratio),
+      tf.cast(tf.round(tf.cast(width, tf.float32) / min(ratio)), tf.int32),
+      height)
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+  found = tf.reduce_any(fits)
+  box_h = tf.where(found, crop_h[first], fallback_h)
+  box_w = tf.where(found, crop_w[first], fallback_w)
+  top_seed, left_seed = tf.unstack(
+      tf.random.experimental.stateless_split(offset_seed, 2))
+  random_top = tf.random.stateless_uniform(
+      [], top_seed, 0, height - box_h + 1, dtype=tf.int32)
+  random_left = tf.random.stateless_uniform(
+      [], left_seed, 0, width - box_w + 1, dtype=tf.int32)
+  top = tf.where(found, random_top, (height - box_h) // 2)
+  left = tf.where(found, random_left, (width - box_w) // 2)
+  return top, left, box_h, box_w
+
+
+def resized_crop(image, box, size):
+  top, left, box_h, box_w = box
+  return _resize(image[top:top + box_h, left:left + box_w], size)
+
+
+@register('random_resized_crop')
+def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+  size = _positive_size('random_resized_crop', size)
+  if not 0 < scale[0] <= scale[1] or not 0 < ratio[0] <= ratio[1]:
+    raise PreprocessError(
+        'random_resized_crop: scale and ratio must be increasing positive '
+        f'pairs, got scale={scale!r}, ratio={ratio!r}.')
+
+  def op(image, seed):
+    box = sample_crop_box(tf.shape(image)[0], tf.shape(image)[1], seed,
+                          scale, ratio)
+    return resized_crop(image, box, size)
+  return op
+
+
+@register('to_tensor')
+def to_tensor():
+  """uint8 [0, 255] to float32 [0, 1] (the layout stays HWC)."""
+  return lambda image, seed: tf.cast(image, tf.float32) / 255.0
+
+
+@register('normalize')
+def normalize(mean, std):
+  mean = tf.constant(mean, tf.float32)
+  std = tf.constant(std, tf.float32)
+  if tf.reduce_any(std <= 0):
+    raise PreprocessError(f'normalize: std must be positive, got {std!r}.')
+  return lambda image, seed: (image - mean) / std
+
+
+def _parse(spec):
+  """'name(arg, key=value)' -> (name, args, kwargs), values as Python literals."""
+  try:
+    node = ast.parse(spec.strip(), mode='eval').body
+    if isinstance(node, ast.Name):
+      return node.id, (), {}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+      return (node.func.id, tuple(ast.literal_eval(a) for a in node.args),
+              {k.arg: ast.literal_eval(k.value) for k in node.keywords})
+  except (SyntaxError, ValueError):
+    pass
+  raise PreprocessError(
+      f'Cannot parse preprocessing op {spec!r}: write name or name(args).')
+
+
+def build(recipe):
+  """Composes a recipe (string with '|' or list of strings) into one fn."""
+  specs = recipe.split('|') if isinstance(recipe, str) else list(recipe)
+  ops = []
+  names = []
+  for spec in specs:
+    name, args, kwargs = _parse(spec)
+    if name not in _OPS:
+      raise PreprocessError(
+          f'Unknown preprocessing op {name!r} in {spec!r}. Known ops: '
+          f'{", ".join(known_ops())}.')
+    try:
+      ops.append(_OPS[name](*args, **kwargs))
+    except TypeError as e:
+      raise PreprocessError(f'Bad arguments in {spec!r}: {e}.') from e
+    names.append(name)
+  if 'to_tensor' not in names:
+    raise PreprocessError(
+        f'Recipe {recipe!r} never converts to float: add to_tensor, as in '
+        'torchvision.')
+
+  def fn(image, seed):
+    seeds = tf.random.experimental.stateless_split(seed, max(len(ops), 1))
+    for index, op in enumerate(ops):
+      image = op(image, seeds[index])
+    return image
+  return fn
+
+
+def for_config(config, train):
+  """The per-image function of a config: fn(uint8 HxWx3, int32[2] seed)."""
+  return build(config.input.train if train else config.input.eval)

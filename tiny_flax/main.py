@@ -1,0 +1,71 @@
+"""Command line of the trainer.
+
+    python -m tiny_flax.main --config=configs/resnet18.py --workdir=runs/resnet18
+
+Values of the config can be overridden (`--config.num_epochs=2`); running the
+same command again resumes from the latest checkpoint in the workdir.
+"""
+
+import logging as py_logging
+import os
+import sys
+
+# Before TensorFlow loads: its C++ INFO lines drown the training log.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from tiny_flax import errors
+from tiny_flax import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path of a config file (configs/*.py).', lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Folder of the run: checkpoints, TensorBoard events.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', None, 'Call jax.distributed.initialize() (multi-process '
+    'runs). Default: when a cluster environment is detected.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+# Environment variables through which jax.distributed finds its cluster.
+_CLUSTER_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'SLURM_STEP_NUM_TASKS',
+                      'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES')
+
+
+class _HideLibraryInfo(py_logging.Filter):
+  """Drops orbax's INFO records (a dozen lines per checkpoint)."""
+
+  def filter(self, record):
+    return record.levelno > py_logging.INFO or '/orbax/' not in record.pathname
+
+
+def _is_multi_process():
+  if _DISTRIBUTED.value is not None:
+    return _DISTRIBUTED.value
+  hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  return ',' in hosts or any(
+      v in os.environ for v in _CLUSTER_VARIABLES if v != 'TPU_WORKER_HOSTNAMES')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_HideLibraryInfo())
+  if _is_multi_process():
+    jax.distributed.initialize()
+  logging.info('Process %d of %d; local devices: %s', jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except errors.UserError as e:
+    logging.error('%s', e)
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,90 @@
+"""Parallel wrappers for the step bodies: `jax.pmap`, or `jit` over `shard_map`.
+
+Both bind the step bodies' collective axis to all devices, so one body serves
+both. pmap keeps a copy of the state per local device (leading axis); the
+shard_map form keeps one global array replicated over a 1-D mesh, the layout
+JAX recommends since pmap moved onto jit + shard_map in 0.8.
+"""
+
+import collections
+
+import flax.jax_utils
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+from tiny_flax import errors
+from tiny_flax import steps
+
+KINDS = ('pmap', 'shard_map')
+
+
+class Parallel:
+  """Places state and batches on devices and compiles steps for `kind`."""
+
+  def __init__(self, kind, devices=None):
+    if kind not in KINDS:
+      raise errors.UserError(
+          f'config.parallelism must be one of {", ".join(KINDS)}, got {kind!r}.')
+    self.kind = kind
+    if kind == 'pmap':
+      self.devices = list(devices or jax.local_devices())
+    else:
+      self.devices = list(devices or jax.devices())
+    self.mesh = jax.sharding.Mesh(np.array(self.devices), (steps.AXIS,))
+    self._batch_sharding = NamedSharding(self.mesh, P(steps.AXIS))
+
+  @property
+  def num_devices(self):
+    """Devices over which one global batch is split."""
+    if self.kind == 'pmap':
+      return len(self.devices) * jax.process_count()
+    return len(self.devices)
+
+  def check_batch_size(self, batch_size):
+    if batch_size % self.num_devices:
+      raise errors.UserError(
+          f'batch_size {batch_size} is not divisible by the {self.num_devices} '
+          f'devices; use a multiple of {self.num_devices}.')
+
+  def replicate(self, tree):
+    if self.kind == 'pmap':
+      return flax.jax_utils.replicate(tree, self.devices)
+    return jax.device_put(tree, NamedSharding(self.mesh, P()))
+
+  def unreplicate(self, tree):
+    """One copy, still on device: for logging, checkpoints and evaluation."""
+    if self.kind == 'pmap':
+      return jax.tree.map(lambda x: x[0], tree)
+    return tree
+
+  def shard_batch(self, batch):
+    """This process's numpy batch -> device arrays split over the batch axis."""
+    if self.kind == 'pmap':
+      return jax.tree.map(
+          lambda x: jax.device_put(
+              x.reshape((len(self.devices), -1) + x.shape[1:]),
+              self._batch_sharding), batch)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(
+            self._batch_sharding, x), batch)
+
+  def compile(self, body, donate_state=False):
+    """Wraps `body(state, batch) -> outputs` (outputs replicated)."""
+    donate = (0,) if donate_state else ()
+    if self.kind == 'pmap':
+      return jax.pmap(body, axis_name=steps.AXIS, donate_argnums=donate,
+                      devices=self.devices)
+    mapped = jax.shard_map(body, mesh=self.mesh,
+                           in_specs=(P(), P(steps.AXIS)), out_specs=P())
+    return jax.jit(mapped, donate_argnums=donate)
+
+  def prefetch(self, batches, size=2):
+    """Keeps `size` batches on the devices ahead of the step that needs them."""
+    queue = collections.deque()
+    for batch in batches:
+      queue.append(self.shard_batch(batch))
+      if len(queue) > size:
+        yield queue.popleft()
+    yield from queue

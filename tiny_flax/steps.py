@@ -1,0 +1,78 @@
+"""Per-device train and eval step bodies, written once for every parallel wrapper.
+
+Each body runs on one shard of the batch and talks to the others only through
+collectives over the axis `AXIS`, which `parallel.py` binds with either
+`jax.pmap` or `jax.shard_map`.
+"""
+
+from typing import Any
+
+from clu import metrics
+import flax
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import optax
+
+AXIS = 'batch'
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+
+
+def _top5_correct(logits, labels, **_):
+  top5 = jax.lax.top_k(logits, 5)[1]
+  return (top5 == labels[:, None]).any(axis=-1).astype(jnp.float32)
+
+
+@flax.struct.dataclass
+class TrainMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  accuracy: metrics.Accuracy
+
+
+@flax.struct.dataclass
+class EvalMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  top1: metrics.Accuracy
+  top5: metrics.Average.from_fun(_top5_correct)
+
+
+def cross_entropy(logits, labels, label_smoothing=0.0):
+  """Per-example loss, with labels smoothed as torch's CrossEntropyLoss does."""
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]),
+                                label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def train_step(state, batch, *, dropout_key, label_smoothing=0.0):
+  """One SGD step on this device's shard; gradients averaged over AXIS."""
+  key = jax.random.fold_in(jax.random.fold_in(dropout_key, state.step),
+                           jax.lax.axis_index(AXIS))
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+        train=True, mutable=['batch_stats'], rngs={'dropout': key})
+    losses = cross_entropy(logits, batch['label'], label_smoothing)
+    return losses.mean(), (logits, losses, updates['batch_stats'])
+
+  (_, (logits, losses, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  step_metrics = TrainMetrics.gather_from_model_output(
+      axis_name=AXIS, logits=logits, labels=batch['label'], loss=losses)
+  return new_state, step_metrics
+
+
+def eval_step(state, batch):
+  """Metrics over this shard; padded examples (mask False) do not count."""
+  logits = state.apply_fn(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      batch['image'], train=False)
+  return EvalMetrics.gather_from_model_output(
+      axis_name=AXIS, logits=logits, labels=batch['label'],
+      loss=cross_entropy(logits, batch['label']), mask=batch['mask'])
+

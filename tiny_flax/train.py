@@ -1,0 +1,122 @@
+"""The training loop: data, parallel steps, metrics to TensorBoard, checkpoints.
+
+Metrics stay on the devices between logging steps (no host sync per step);
+a validation pass and an asynchronous checkpoint close every epoch, and a
+restarted run resumes from the latest checkpoint.
+"""
+
+import functools
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from tiny_flax import checkpointing
+from tiny_flax import models
+from tiny_flax import optim
+from tiny_flax import parallel
+from tiny_flax import steps
+from tiny_flax.data import pipeline
+
+
+def create_train_state(config, model, image_shape, learning_rate_fn):
+  """A fresh state on the default device, initialised from `config.seed`."""
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(config.seed), jnp.zeros((1,) + image_shape, jnp.float32))
+  return steps.TrainState.create(
+      apply_fn=model.apply, params=variables['params'],
+      batch_stats=variables.get('batch_stats', {}),
+      tx=optim.create(config, learning_rate_fn))
+
+
+def _flat_hparams(config):
+  def flatten(tree, prefix=''):
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        yield from flatten(value, f'{prefix}{key}.')
+      else:
+        yield f'{prefix}{key}', value if isinstance(
+            value, (int, float, str, bool)) else str(value)
+  return dict(flatten(config.to_dict()))
+
+
+def evaluate(p_eval_step, state, batches, par):
+  """Metrics of the whole split: one device-side merge per batch, one fetch."""
+  total = None
+  for batch in par.prefetch(batches):
+    batch_metrics = par.unreplicate(p_eval_step(state, batch))
+    total = batch_metrics if total is None else total.merge(batch_metrics)
+  return {k: float(v) for k, v in total.compute().items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Trains `config` in `workdir`, resuming from its latest checkpoint."""
+  checkpointing.check_workdir(workdir, config)
+  par = parallel.Parallel(config.parallelism)
+  par.check_batch_size(config.batch_size)
+  builder = pipeline.prepare(config)
+  num_classes = builder.info.features['label'].num_classes
+  steps_per_epoch = pipeline.steps_per_epoch(builder, config.batch_size)
+  num_steps = (config.num_train_steps if config.num_train_steps > 0
+               else config.num_epochs * steps_per_epoch)
+
+  model = models.create(
+      config.model, num_classes, axis_name=steps.AXIS,
+      dtype=jnp.bfloat16 if config.half_precision else jnp.float32)
+  learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
+  state = create_train_state(config, model, pipeline.image_shape(config),
+                             learning_rate_fn)
+  checkpoints = checkpointing.manager(workdir, config.checkpoints_to_keep)
+  state = checkpointing.restore_latest(checkpoints, state)
+  start_step = int(state.step)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  if start_step == 0:
+    writer.write_hparams(_flat_hparams(config))
+  logging.info('Training %s for %d steps (%d per epoch) from step %d on %d '
+               'devices with %s.', config.model, num_steps, steps_per_epoch,
+               start_step, par.num_devices, par.kind)
+
+  p_train_step = par.compile(
+      functools.partial(steps.train_step,
+                        dropout_key=jax.random.key(config.seed + 1),
+                        label_smoothing=config.label_smoothing),
+      donate_state=True)
+  p_eval_step = par.compile(steps.eval_step)
+  state = par.replicate(state)
+  train_batches = par.prefetch(
+      pipeline.train_batches(builder, config, start_step=start_step))
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer)
+
+  train_metrics = None
+  for step in range(start_step + 1, num_steps + 1):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      state, step_metrics = p_train_step(state, next(train_batches))
+    step_metrics = par.unreplicate(step_metrics)
+    train_metrics = (step_metrics if train_metrics is None
+                     else train_metrics.merge(step_metrics))
+    report_progress(step)
+
+    if step % config.log_every_steps == 0 or step == num_steps:
+      summary = {f'train_{k}': v for k, v in train_metrics.compute().items()}
+      summary['learning_rate'] = learning_rate_fn(step - 1)
+      writer.write_scalars(step, summary)
+      train_metrics = None
+
+    if step % steps_per_epoch == 0 or step == num_steps:
+      with report_progress.timed('eval'):
+        eval_metrics = evaluate(
+            p_eval_step, state, pipeline.eval_batches(builder, config), par)
+      eval_metrics = {f'val_{k}': v for k, v in eval_metrics.items()}
+      eval_metrics['epoch'] = step / steps_per_epoch
+      writer.write_scalars(step, eval_metrics)
+      logging.info('Step %d: %s', step, eval_metrics)
+      checkpointing.save(checkpoints, step, par.unreplicate(state), eval_metrics)
+  writer.flush()
+  checkpoints.wait_until_finished()
+  checkpoints.close()
