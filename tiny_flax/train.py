@@ -57,18 +57,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   checkpointing.check_workdir(workdir, config)
   par = parallel.Parallel(config.parallelism)
   par.check_batch_size(config.batch_size)
+  # Mistakes in the config fail here, before minutes of data preparation.
+  model = models.create(
+      config.model, pipeline.NUM_CLASSES, axis_name=steps.AXIS,
+      dtype=jnp.bfloat16 if config.half_precision else jnp.float32)
+  image_shape = pipeline.image_shape(config)
+  optim.create(config, optim.learning_rate_schedule(config, 1))
+
   builder = pipeline.prepare(config)
-  num_classes = builder.info.features['label'].num_classes
   steps_per_epoch = pipeline.steps_per_epoch(builder, config.batch_size)
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else config.num_epochs * steps_per_epoch)
-
-  model = models.create(
-      config.model, num_classes, axis_name=steps.AXIS,
-      dtype=jnp.bfloat16 if config.half_precision else jnp.float32)
   learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
-  state = create_train_state(config, model, pipeline.image_shape(config),
-                             learning_rate_fn)
+  state = create_train_state(config, model, image_shape, learning_rate_fn)
   checkpoints = checkpointing.manager(workdir, config.checkpoints_to_keep)
   state = checkpointing.restore_latest(checkpoints, state)
   start_step = int(state.step)

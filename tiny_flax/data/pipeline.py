@@ -18,6 +18,8 @@ from tiny_flax.data import fake
 from tiny_flax.data import preprocess
 from tiny_flax.data import tiny_imagenet
 
+NUM_CLASSES = tiny_imagenet.NUM_CLASSES
+
 # JAX owns the accelerators; tf.data runs on the host CPU.
 tf.config.set_visible_devices([], 'GPU')
 
@@ -58,7 +60,8 @@ def class_names(builder):
 
 
 def image_shape(config):
-  """Shape of one evaluation image after the config's preprocessing."""
+  """Shape of one evaluation image; checks both of the config's recipes."""
+  preprocess.for_config(config, train=True)
   process_fn = preprocess.for_config(config, train=False)
   return tuple(process_fn(tf.zeros(tiny_imagenet.IMAGE_SHAPE, tf.uint8),
                           tf.zeros([2], tf.int32)).shape)

@@ -11,6 +11,8 @@ gives the same pixels.
 import hashlib
 import io
 import os
+import socket
+import urllib.parse
 import zipfile
 
 from PIL import Image
@@ -104,6 +106,13 @@ def _md5(path):
   return digest.hexdigest()
 
 
+def _check_reachable(url, timeout=10):
+  """Fails in seconds when offline, where TFDS would retry for minutes."""
+  parts = urllib.parse.urlsplit(url)
+  with socket.create_connection((parts.hostname, parts.port or 80), timeout):
+    pass
+
+
 def _local_source(manual_dir):
   """The archive or extracted folder in `manual_dir`, or None."""
   candidates = [os.path.join(manual_dir, ARCHIVE_NAME),
@@ -146,15 +155,17 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
       if source is not None:
         return source
     try:
+      _check_reachable(URL)
       path = os.fspath(dl_manager.download(URL))
     except Exception as e:  # pylint: disable=broad-except
       looked = f'{manual_dir!r} has no {ARCHIVE_NAME} or {ROOT}/, and ' if (
           manual_dir) else 'no manual_dir was given, and '
+      where = f'put it in {manual_dir}' if manual_dir else 'put it in a folder'
       raise DatasetError(
           f'Tiny ImageNet not found: {looked}downloading {URL} failed '
           f'({type(e).__name__}: {str(e)[:200]}). Download the zip on a '
-          f'machine with network access and put it in a folder passed as '
-          f'--config.dataset.manual_dir=FOLDER.') from e
+          f'machine with network access and {where}, or pass '
+          '--config.dataset.manual_dir=FOLDER holding it.') from e
     if _md5(path) != ARCHIVE_MD5:
       raise DatasetError(
           f'The download of {URL} at {path} is corrupt (md5 mismatch). '

@@ -1,0 +1,54 @@
+"""Shared fixtures: a small fake archive and its prepared TFDS dataset."""
+
+import os
+import subprocess
+import sys
+
+# torchvision 0.29 segfaults when imported after TensorFlow 2.21: load it first.
+try:
+  import torch  # pylint: disable=unused-import
+  import torchvision  # pylint: disable=unused-import
+except ImportError:
+  pass
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_PER_CLASS = 4
+VAL_PER_CLASS = 2
+
+
+@pytest.fixture(scope='session')
+def fake_manual_dir(tmp_path_factory):
+  from tiny_flax.data import fake
+  manual_dir = tmp_path_factory.mktemp('manual')
+  fake.write_archive(str(manual_dir / 'tiny-imagenet-200.zip'),
+                     train_per_class=TRAIN_PER_CLASS,
+                     val_per_class=VAL_PER_CLASS, num_test=50)
+  return str(manual_dir)
+
+
+@pytest.fixture(scope='session')
+def fake_config(fake_manual_dir, tmp_path_factory):
+  """The smoke config on the small fake archive, prepared once per session."""
+  from configs import smoke
+  config = smoke.get_config()
+  config.dataset.manual_dir = fake_manual_dir
+  config.dataset.data_dir = str(tmp_path_factory.mktemp('tfds'))
+  config.dataset.fake_train_per_class = TRAIN_PER_CLASS
+  config.dataset.fake_val_per_class = VAL_PER_CLASS
+  return config
+
+
+@pytest.fixture(scope='session')
+def fake_builder(fake_config):
+  from tiny_flax.data import pipeline
+  return pipeline.prepare(fake_config)
+
+
+def run_python(args, env=None, timeout=600):
+  """Runs `python args...` from the repo root in a fresh process."""
+  full_env = dict(os.environ, **(env or {}))
+  full_env['PYTHONPATH'] = REPO
+  return subprocess.run([sys.executable] + list(args), cwd=REPO, env=full_env,
+                        capture_output=True, text=True, timeout=timeout)

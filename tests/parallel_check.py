@@ -1,0 +1,58 @@
+"""Run in a subprocess with 8 host devices: one train step under every wrapper.
+
+Prints the largest difference of the updated params, BatchNorm statistics and
+metrics between pmap, shard_map and a single device, as JSON.
+"""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from tiny_flax import models
+from tiny_flax import parallel
+from tiny_flax import steps
+from tiny_flax import train
+
+
+def run(kind, devices, state, batch):
+  par = parallel.Parallel(kind, devices)
+  step = par.compile(functools.partial(
+      steps.train_step, dropout_key=jax.random.key(1)), donate_state=True)
+  new_state, metrics = step(par.replicate(state), par.shard_batch(batch))
+  new_state, metrics = par.unreplicate((new_state, metrics))
+  return jax.device_get((new_state.params, new_state.batch_stats,
+                         metrics.compute()))
+
+
+def main():
+  assert jax.device_count() == 8, jax.devices()
+  config = ml_collections.ConfigDict(dict(
+      seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4))
+  model = models.create('resnet_tiny', 200, axis_name=steps.AXIS)
+  state = jax.device_get(
+      train.create_train_state(config, model, (32, 32, 3), 0.1))
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.uniform(size=(16, 32, 32, 3)).astype(np.float32),
+           'label': rng.integers(0, 200, size=16).astype(np.int32)}
+  results = {
+      'pmap': run('pmap', None, state, batch),
+      'shard_map': run('shard_map', None, state, batch),
+      'single': run('shard_map', jax.devices()[:1], state, batch),
+  }
+  reference = results.pop('single')
+  diffs = {}
+  for name, result in results.items():
+    leaves = zip(jax.tree.leaves(result), jax.tree.leaves(reference))
+    diffs[name] = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                      for a, b in leaves)
+  moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
+              zip(jax.tree.leaves(reference[0]), jax.tree.leaves(state.params)))
+  print(json.dumps({'diffs': diffs, 'params_moved': moved}))
+
+
+if __name__ == '__main__':
+  main()

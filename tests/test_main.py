@@ -1,0 +1,112 @@
+"""`python -m tiny_flax.main` end to end: smoke run, resume, and bad inputs."""
+
+import collections
+import glob
+import os
+
+import pytest
+import tensorflow as tf
+
+import conftest
+
+
+def _main(workdir, *overrides, config='configs/smoke.py', env=None):
+  return conftest.run_python(
+      ['-m', 'tiny_flax.main', f'--config={config}', f'--workdir={workdir}']
+      + list(overrides), env=env)
+
+
+def _scalars(workdir):
+  """{tag: {step: [values...]}} from every TensorBoard event file."""
+  found = collections.defaultdict(lambda: collections.defaultdict(list))
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        array = tf.make_ndarray(value.tensor) if value.HasField('tensor') else None
+        if array is not None and array.ndim == 0 and array.dtype.kind == 'f':
+          found[value.tag][event.step].append(float(array))
+  return found
+
+
+def _steps_saved(workdir):
+  return sorted(int(name) for name in os.listdir(
+      os.path.join(workdir, 'checkpoints')) if name.isdigit())
+
+
+@pytest.fixture(scope='module')
+def smoke_data(tmp_path_factory):
+  root = tmp_path_factory.mktemp('smoke')
+  return [f'--config.dataset.manual_dir={root / "manual"}',
+          f'--config.dataset.data_dir={root / "tfds"}']
+
+
+def test_smoke_run_stops_resumes_and_learns(tmp_path, smoke_data):
+  workdir = str(tmp_path / 'run')
+  first = _main(workdir, *smoke_data, '--config.num_train_steps=62')
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert _steps_saved(workdir) == [62]
+  assert 62 in _scalars(workdir)['val_top1']
+
+  second = _main(workdir, *smoke_data)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert 'from step 62' in second.stderr
+  scalars = _scalars(workdir)
+  assert sorted(scalars['val_top1']) == [62, 124, 186, 248]
+  for tag in ('train_loss', 'train_accuracy', 'learning_rate', 'val_top5',
+              'val_loss'):
+    assert scalars[tag], tag
+  logged_twice = {step for step, values in scalars['train_loss'].items()
+                  if len(values) > 1}
+  assert not logged_twice
+  assert max(scalars['train_loss']) == 248
+  final_top1 = scalars['val_top1'][248][0]
+  assert final_top1 > 0.2, f'validation top-1 {final_top1} is near chance'
+  assert _steps_saved(workdir)[-1] == 248
+  assert len(_steps_saved(workdir)) <= 4  # latest 3 and the best
+
+
+def _assert_user_error(result, *fragments):
+  assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+  message = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert message, result.stderr[-2000:]
+  for fragment in fragments:
+    assert fragment in message[0], message[0]
+
+
+def test_unknown_model(tmp_path, smoke_data):
+  _assert_user_error(_main(tmp_path, *smoke_data, '--config.model=vgg11'),
+                     'vgg11', 'resnet18')
+
+
+def test_batch_not_divisible_by_devices(tmp_path, smoke_data):
+  result = _main(tmp_path, *smoke_data, '--config.batch_size=12',
+                 env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  _assert_user_error(result, '12', '8 devices')
+
+
+def test_unwritable_workdir(tmp_path, smoke_data):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  _assert_user_error(_main(blocker / 'run', *smoke_data), 'Cannot write')
+
+
+def test_bad_preprocessing_op(tmp_path, smoke_data):
+  _assert_user_error(
+      _main(tmp_path, *smoke_data, '--config.input.train=flip|to_tensor'),
+      "'flip'", 'random_horizontal_flip')
+
+
+def test_missing_data_without_network(tmp_path):
+  result = _main(tmp_path / 'run', '--config.dataset.source=official',
+                 f'--config.dataset.manual_dir={tmp_path / "nothing"}',
+                 f'--config.dataset.data_dir={tmp_path / "tfds"}')
+  _assert_user_error(result, 'tiny-imagenet-200.zip', 'manual_dir')
+
+
+def test_workdir_of_another_model_is_refused(tmp_path, smoke_data):
+  workdir = tmp_path / 'run'
+  os.makedirs(workdir)
+  (workdir / 'config.json').write_text(
+      '{"model": "resnet50", "dataset": {"source": "fake", '
+      '"fake_train_per_class": 20, "fake_val_per_class": 5}}')
+  _assert_user_error(_main(workdir, *smoke_data), 'resnet50', 'resnet_tiny')

@@ -1,0 +1,86 @@
+"""Train and eval step bodies, and their pmap / shard_map wrappers."""
+
+import functools
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+import conftest
+from tiny_flax import errors
+from tiny_flax import models
+from tiny_flax import parallel
+from tiny_flax import steps
+from tiny_flax import train
+
+
+def _state(learning_rate=0.05):
+  config = ml_collections.ConfigDict(dict(
+      seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0))
+  model = models.create('resnet_tiny', 200, axis_name=steps.AXIS)
+  return train.create_train_state(config, model, (32, 32, 3), learning_rate)
+
+
+def _batch(size=16, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.uniform(size=(size, 32, 32, 3)).astype(np.float32),
+          'label': rng.integers(0, 200, size=size).astype(np.int32)}
+
+
+@pytest.mark.parametrize('kind', parallel.KINDS)
+def test_train_step_lowers_the_loss_on_a_fixed_batch(kind):
+  par = parallel.Parallel(kind)
+  step = par.compile(functools.partial(
+      steps.train_step, dropout_key=jax.random.key(0)), donate_state=True)
+  state = par.replicate(_state())
+  batch = par.shard_batch(_batch())
+  losses = []
+  for _ in range(8):
+    state, metrics = step(state, batch)
+    losses.append(float(par.unreplicate(metrics).compute()['loss']))
+  assert losses[-1] < 0.5 * losses[0], losses
+  assert int(par.unreplicate(state).step) == 8
+
+
+def test_eval_step_ignores_masked_examples():
+  par = parallel.Parallel('pmap')
+  state = par.replicate(_state())
+  eval_step = par.compile(steps.eval_step)
+  batch = _batch()
+  batch['mask'] = np.arange(16) < 5
+  masked = par.unreplicate(eval_step(state, par.shard_batch(batch))).compute()
+  first5 = {k: v[:5] for k, v in batch.items()}
+  direct = {k: np.concatenate([v, v[:3]]) for k, v in first5.items()}  # pad to 8
+  direct['mask'] = np.arange(8) < 5
+  expected = par.unreplicate(eval_step(state, par.shard_batch(direct))).compute()
+  for key in ('loss', 'top1', 'top5'):
+    np.testing.assert_allclose(masked[key], expected[key], rtol=1e-5)
+
+
+def test_cross_entropy_smoothing_matches_torch_definition():
+  logits = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
+  labels = np.array([0, 3, 9, 2], np.int32)
+  smoothing = 0.1
+  log_probs = jax.nn.log_softmax(logits)
+  expected = -((1 - smoothing) * log_probs[np.arange(4), labels]
+               + smoothing * log_probs.mean(axis=-1))
+  np.testing.assert_allclose(steps.cross_entropy(logits, labels, smoothing),
+                             expected, rtol=1e-5)
+
+
+def test_unknown_parallelism_is_refused():
+  with pytest.raises(errors.UserError, match='pmap, shard_map'):
+    parallel.Parallel('data_parallel')
+
+
+def test_pmap_shard_map_and_one_device_agree_on_8_devices():
+  result = conftest.run_python(
+      ['tests/parallel_check.py'],
+      env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report['params_moved'] > 1e-3
+  for kind, diff in report['diffs'].items():
+    assert diff < 1e-5, (kind, diff)
