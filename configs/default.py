@@ -6,6 +6,17 @@ Not a recipe on its own, but runnable:
 
 import ml_collections
 
+# torchvision's Normalize with the ImageNet statistics, as the seed used them.
+IMAGENET_NORMALIZE = 'normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))'
+VARIANTS = ('', 'tuned')
+
+
+def check_variant(variant):
+  if variant not in VARIANTS:
+    raise ValueError(f'Unknown config variant {variant!r}: append nothing or '
+                     '":tuned" to the config path.')
+  return variant
+
 
 def get_config():
   config = ml_collections.ConfigDict()
@@ -48,4 +59,38 @@ def get_config():
   config.half_precision = False  # bf16 compute, float32 params
   config.seed = 0
   config.checkpoints_to_keep = 3
+  # A torchvision state dict (.pth) to start from; a head of another class
+  # count is re-initialised.
+  config.init_from = ''
   return config
+
+
+def apply_tuned_recipe(config, *, image_size, num_epochs, weight_decay,
+                       learning_rate=0.2, normalize=IMAGENET_NORMALIZE):
+  """A from-scratch recipe aimed at top-1 rather than at matching the seed.
+
+  - Larger inputs: Tiny ImageNet's 64x64 images leave ImageNet-shaped networks
+    a 2x2 (ResNet) or 1x1 (AlexNet) last feature map; upsampling to 128 keeps
+    spatial detail through the stages, the largest single gain reported for
+    these models on this dataset.
+  - RandomResizedCrop with scale (0.35, 1): the ImageNet default (0.08) crops
+    away most of an already tiny object.
+  - SGD with Nesterov momentum, batch 256, linear warmup then cosine decay,
+    label smoothing 0.1: the standard large-epoch ImageNet recipe, scaled to
+    100k images.
+  Not yet measured here: see the targets in docs/ and each config's note.
+  """
+  config.input.train = (
+      f'random_resized_crop({image_size}, scale=(0.35, 1.0))|'
+      f'random_horizontal_flip|to_tensor|{normalize}')
+  config.input.eval = f'resize({image_size})|to_tensor|{normalize}'
+  config.batch_size = 256
+  config.num_epochs = num_epochs
+  config.optimizer = 'sgd'
+  config.learning_rate = learning_rate
+  config.momentum = 0.9
+  config.nesterov = True
+  config.weight_decay = weight_decay
+  config.schedule.name = 'warmup_cosine'
+  config.schedule.warmup_epochs = 5
+  config.label_smoothing = 0.1

@@ -32,6 +32,17 @@ def create_train_state(config, model, image_shape, learning_rate_fn):
       tx=optim.create(config, learning_rate_fn))
 
 
+def _init_from_torchvision(config, state):
+  logging.info('Initialising from the torchvision weights in %s.',
+               config.init_from)
+  variables = models.merge_pretrained(
+      config.model, {'params': state.params, 'batch_stats': state.batch_stats},
+      models.load_torchvision(config.model, config.init_from))
+  return state.replace(
+      params=variables['params'], batch_stats=variables['batch_stats'],
+      opt_state=state.tx.init(variables['params']))
+
+
 def _flat_hparams(config):
   def flatten(tree, prefix=''):
     for key, value in tree.items():
@@ -73,6 +84,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   checkpoints = checkpointing.manager(workdir, config.checkpoints_to_keep)
   state = checkpointing.restore_latest(checkpoints, state)
   start_step = int(state.step)
+  if start_step == 0 and config.init_from:
+    state = _init_from_torchvision(config, state)
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)

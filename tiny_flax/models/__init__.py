@@ -1,12 +1,18 @@
 """Model registry: torchvision's names, Flax Linen modules taking NHWC images."""
 
 from tiny_flax import errors
+from tiny_flax.models import alexnet
 from tiny_flax.models import resnet
+from tiny_flax.models import shufflenet
+from tiny_flax.models.torchvision_import import load_torchvision
+from tiny_flax.models.torchvision_import import merge_pretrained
 
 _MODELS = {
+    'alexnet': alexnet.AlexNet,
     'resnet18': resnet.ResNet18,
     'resnet50': resnet.ResNet50,
     'resnet_tiny': resnet.ResNetTiny,
+    'shufflenet_v2_x1_0': shufflenet.ShuffleNetV2X1_0,
 }
 
 

@@ -1,0 +1,23 @@
+"""ResNet50 at 64x64: the seed project's recipe, or `:tuned` for accuracy.
+
+    python -m tiny_flax.main --config=configs/resnet50.py --workdir=runs/resnet50
+    python -m tiny_flax.main --config=configs/resnet50.py:tuned --workdir=runs/resnet50_tuned
+
+Seed: RandomHorizontalFlip + ToTensor + Normalize(ImageNet mean/std), 50
+epochs. Inferred: SGD lr 1e-3, momentum 0.9, x0.1 every 7 epochs (the
+tutorial's schedule, as for ResNet18). Not stated: the batch size (128 here).
+"""
+
+from configs import default
+
+
+def get_config(variant=''):
+  config = default.get_config()
+  config.model = 'resnet50'
+  config.input.train = f'random_horizontal_flip|to_tensor|{default.IMAGENET_NORMALIZE}'
+  config.input.eval = f'to_tensor|{default.IMAGENET_NORMALIZE}'
+  config.num_epochs = 50
+  if default.check_variant(variant) == 'tuned':
+    default.apply_tuned_recipe(config, image_size=128, num_epochs=60,
+                               weight_decay=1e-4)
+  return config

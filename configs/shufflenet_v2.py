@@ -1,0 +1,24 @@
+"""ShuffleNetV2 x1.0 at 64x64: the seed project's recipe, or `:tuned`.
+
+    python -m tiny_flax.main --config=configs/shufflenet_v2.py --workdir=runs/shufflenet
+    python -m tiny_flax.main --config=configs/shufflenet_v2.py:tuned --workdir=runs/shufflenet_tuned
+
+Seed: RandomHorizontalFlip + ToTensor + Normalize(ImageNet mean/std), 15
+epochs. Inferred: SGD lr 1e-3, momentum 0.9, x0.1 every 7 epochs. Not
+stated: the batch size (128 here).
+"""
+
+from configs import default
+
+
+def get_config(variant=''):
+  config = default.get_config()
+  config.model = 'shufflenet_v2_x1_0'
+  config.input.train = f'random_horizontal_flip|to_tensor|{default.IMAGENET_NORMALIZE}'
+  config.input.eval = f'to_tensor|{default.IMAGENET_NORMALIZE}'
+  config.num_epochs = 15
+  if default.check_variant(variant) == 'tuned':
+    # ShuffleNet's paper: little weight decay for a small network.
+    default.apply_tuned_recipe(config, image_size=128, num_epochs=90,
+                               weight_decay=4e-5)
+  return config

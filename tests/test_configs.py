@@ -1,0 +1,52 @@
+"""Every config and variant loads, validates, and holds the seed's recipe."""
+
+import importlib
+
+import pytest
+
+from configs import default
+from tiny_flax import models
+from tiny_flax import optim
+from tiny_flax.data import pipeline
+
+CONFIGS = ['alexnet', 'resnet18', 'resnet50', 'shufflenet_v2', 'smoke', 'default']
+
+
+def _config(name, variant=''):
+  module = importlib.import_module(f'configs.{name}')
+  return module.get_config(variant) if variant else module.get_config()
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_is_valid(name):
+  config = _config(name)
+  assert config.model in models.names()
+  assert len(pipeline.image_shape(config)) == 3
+  optim.create(config, optim.learning_rate_schedule(config, 10))
+
+
+@pytest.mark.parametrize('name', ['alexnet', 'resnet18', 'resnet50', 'shufflenet_v2'])
+def test_tuned_variant_is_valid_and_differs(name):
+  config = _config(name, 'tuned')
+  assert config.to_dict() != _config(name).to_dict()
+  assert pipeline.image_shape(config) in ((128, 128, 3), (224, 224, 3))
+  optim.create(config, optim.learning_rate_schedule(config, 10))
+
+
+def test_unknown_variant_is_refused():
+  with pytest.raises(ValueError, match='tuned'):
+    _config('resnet18', 'fast')
+
+
+def test_seed_recipes():
+  alexnet = _config('alexnet')
+  assert alexnet.input.eval.startswith('resize(256)|center_crop(224)')
+  assert 'random_resized_crop(224)' in alexnet.input.train
+  assert (alexnet.optimizer, alexnet.num_epochs) == ('adam', 30)
+  resnet18 = _config('resnet18')
+  assert resnet18.input.train == 'random_horizontal_flip|to_tensor'
+  assert (resnet18.num_epochs, resnet18.schedule.step_epochs) == (15, 7)
+  for name, epochs in (('resnet50', 50), ('shufflenet_v2', 15)):
+    config = _config(name)
+    assert default.IMAGENET_NORMALIZE in config.input.train
+    assert config.num_epochs == epochs
