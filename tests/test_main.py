@@ -28,6 +28,14 @@ def _scalars(workdir):
   return found
 
 
+def _has_image(workdir, tag):
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      if any(value.tag == tag for value in event.summary.value):
+        return True
+  return False
+
+
 def _steps_saved(workdir):
   return sorted(int(name) for name in os.listdir(
       os.path.join(workdir, 'checkpoints')) if name.isdigit())
@@ -55,6 +63,7 @@ def test_smoke_run_stops_resumes_and_learns(tmp_path, smoke_data):
   for tag in ('train_loss', 'train_accuracy', 'learning_rate', 'val_top5',
               'val_loss'):
     assert scalars[tag], tag
+  assert _has_image(workdir, 'augmented_train_images')
   logged_twice = {step for step, values in scalars['train_loss'].items()
                   if len(values) > 1}
   assert not logged_twice

@@ -6,6 +6,7 @@ restarted run resumes from the latest checkpoint.
 """
 
 import functools
+import itertools
 
 from absl import logging
 from clu import metric_writers
@@ -13,6 +14,7 @@ from clu import periodic_actions
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from tiny_flax import checkpointing
 from tiny_flax import models
@@ -41,6 +43,21 @@ def _init_from_torchvision(config, state):
   return state.replace(
       params=variables['params'], batch_stats=variables['batch_stats'],
       opt_state=state.tx.init(variables['params']))
+
+
+def image_grid(images, columns=8, rows=4):
+  """Up to rows x columns images tiled, each rescaled to [0, 1] for display."""
+  images = images[:rows * columns].astype(np.float32)
+  low = images.min(axis=(1, 2, 3), keepdims=True)
+  high = images.max(axis=(1, 2, 3), keepdims=True)
+  images = (images - low) / np.maximum(high - low, 1e-6)
+  count, height, width, channels = images.shape
+  rows = -(-count // columns)
+  grid = np.zeros((rows * columns, height, width, channels), np.float32)
+  grid[:count] = images
+  grid = grid.reshape(rows, columns, height, width, channels)
+  return grid.transpose(0, 2, 1, 3, 4).reshape(
+      rows * height, columns * width, channels)
 
 
 def _flat_hparams(config):
@@ -102,8 +119,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       donate_state=True)
   p_eval_step = par.compile(steps.eval_step)
   state = par.replicate(state)
-  train_batches = par.prefetch(
-      pipeline.train_batches(builder, config, start_step=start_step))
+  host_batches = pipeline.train_batches(builder, config, start_step=start_step)
+  first_batch = next(host_batches)
+  writer.write_images(start_step, {
+      'augmented_train_images': image_grid(first_batch['image'])[None]})
+  train_batches = par.prefetch(itertools.chain([first_batch], host_batches))
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer)
 

@@ -96,7 +96,7 @@ def train_batches(builder, config, *, start_step=0):
         f'batch_size {config.batch_size} is larger than the training split '
         f'({builder.info.splits["train"].num_examples} examples).')
   decoded = _decoded(builder, 'train', config.input.cache)
-  process_fn = preprocess.for_config(config, train=True)
+  per_image_fn, pointwise_fn = preprocess.split_for_config(config, train=True)
 
   def epoch(index, skip_examples):
     shuffled = decoded.shuffle(config.input.shuffle_buffer,
@@ -107,7 +107,7 @@ def train_batches(builder, config, *, start_step=0):
       seed = tf.random.experimental.stateless_fold_in(
           tf.cast(tf.stack([config.seed, index]), tf.int32),
           tf.cast(position, tf.int32))
-      return {'image': process_fn(example['image'], seed),
+      return {'image': per_image_fn(example['image'], seed),
               'label': example['label']}
     return examples.skip(skip_examples).map(
         augment, num_parallel_calls=tf.data.AUTOTUNE)
@@ -118,7 +118,13 @@ def train_batches(builder, config, *, start_step=0):
   ds = epoch(first_epoch, steps_done * local_batch_size).concatenate(
       later_epochs)
   ds = ds.batch(local_batch_size, drop_remainder=True)
+  ds = ds.map(_batch_map(pointwise_fn), num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def _batch_map(pointwise_fn):
+  no_seed = tf.zeros([2], tf.int32)
+  return lambda batch: {**batch, 'image': pointwise_fn(batch['image'], no_seed)}
 
 
 def eval_batches(builder, config, split='validation'):
@@ -129,13 +135,15 @@ def eval_batches(builder, config, split='validation'):
       math.ceil(total / jax.process_count()) / local_batch_size)
   if config.steps_per_eval > 0:
     num_batches = min(num_batches, config.steps_per_eval)
-  process_fn = preprocess.for_config(config, train=False)
+  per_image_fn, pointwise_fn = preprocess.split_for_config(config, train=False)
   no_seed = tf.zeros([2], tf.int32)
   ds = _decoded(builder, split, cache=config.input.cache).map(
-      lambda ex: {'image': process_fn(ex['image'], no_seed),
+      lambda ex: {'image': per_image_fn(ex['image'], no_seed),
                   'label': ex['label']},
       num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(local_batch_size).prefetch(tf.data.AUTOTUNE)
+  ds = ds.batch(local_batch_size).map(_batch_map(pointwise_fn),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
 
   template = None
   batches = ds.as_numpy_iterator()
