@@ -28,25 +28,32 @@ def _lookup(config_dict, dotted):
   return value
 
 
+def check_same_run(workdir, previous, config):
+  """Refuses a config whose model or dataset differs from the workdir's run."""
+  current = config.to_dict()
+  for key in IDENTITY_KEYS:
+    if _lookup(previous.to_dict(), key) != _lookup(current, key):
+      raise errors.UserError(
+          f'{workdir} holds a run with {key}={_lookup(previous.to_dict(), key)!r}, '
+          f'but this config has {key}={_lookup(current, key)!r}. Pass a '
+          'new --workdir, or the config that run used.')
+
+
+def _write_atomically(path, text):
+  tmp_path = path + '.tmp'
+  with open(tmp_path, 'w') as f:
+    f.write(text)
+  os.replace(tmp_path, path)
+
+
 def check_workdir(workdir, config):
   """Creates `workdir`, records the config, refuses a workdir of another run."""
-  path = os.path.join(workdir, 'config.json')
   try:
     os.makedirs(workdir, exist_ok=True)
-    if os.path.exists(path):
-      with open(path) as f:
-        previous = json.load(f)
-      current = config.to_dict()
-      for key in IDENTITY_KEYS:
-        if _lookup(previous, key) != _lookup(current, key):
-          raise errors.UserError(
-              f'{workdir} holds a run with {key}={_lookup(previous, key)!r}, '
-              f'but this config has {key}={_lookup(current, key)!r}. Pass a '
-              'new --workdir, or the config that run used.')
-    tmp_path = path + '.tmp'
-    with open(tmp_path, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp_path, path)
+    if os.path.exists(os.path.join(workdir, 'config.json')):
+      check_same_run(workdir, load_config(workdir), config)
+    _write_atomically(os.path.join(workdir, 'config.json'),
+                      config.to_json_best_effort(indent=2))
   except OSError as e:
     raise errors.UserError(
         f'Cannot write to workdir {workdir} ({e.strerror}). Pass a --workdir '
@@ -61,23 +68,65 @@ def load_config(workdir):
     return ml_collections.ConfigDict(json.load(f))
 
 
+def _best_metric(metrics):
+  return metrics[BEST_METRIC]
+
+
+def save_class_names(workdir, class_names):
+  """(wnid, name) per class index, so that predictions need no dataset."""
+  _write_atomically(os.path.join(workdir, 'classes.json'),
+                    json.dumps(class_names, indent=1))
+
+
+def load_class_names(workdir):
+  """The recorded (wnid, name) pairs, or None for a run that predates them."""
+  path = os.path.join(workdir, 'classes.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return [tuple(pair) for pair in json.load(f)]
+
+
 def manager(workdir, keep=3, read_only=False):
   policy = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(keep),
-      checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
+      checkpoint_managers.BestN(get_metric_fn=_best_metric, n=1,
                                 keep_checkpoints_without_metrics=False),
   ])
+  # best_fn makes orbax store each step's metrics; the policy decides deletion.
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'),
       options=ocp.CheckpointManagerOptions(
-          preservation_policy=policy, read_only=read_only,
-          create=not read_only, cleanup_tmp_directories=not read_only))
+          preservation_policy=policy, best_fn=_best_metric, best_mode='max',
+          read_only=read_only, create=not read_only,
+          cleanup_tmp_directories=not read_only))
 
 
 def save(checkpoints, step, state, metrics):
   """Starts an asynchronous save; training goes on while it is written."""
   checkpoints.save(step, args=ocp.args.StandardSave(state),
                    metrics={k: float(v) for k, v in metrics.items()})
+
+
+def restore(checkpoints, state, which='best'):
+  """`state` from the checkpoint `which` (best, latest or a step), and its step."""
+  steps = checkpoints.all_steps()
+  if not steps:
+    raise errors.UserError(
+        f'No checkpoint in {checkpoints.directory}: train first with '
+        'python -m tiny_flax.main.')
+  if which == 'best':
+    # Checkpoints saved without metrics have no best: take the latest.
+    step = checkpoints.best_step() or checkpoints.latest_step()
+  elif which == 'latest':
+    step = checkpoints.latest_step()
+  elif str(which).isdigit() and int(which) in steps:
+    step = int(which)
+  else:
+    raise errors.UserError(
+        f'No checkpoint {which!r} in {checkpoints.directory}: use best, latest '
+        f'or one of the steps {steps}.')
+  return checkpoints.restore(step, args=ocp.args.StandardRestore(state)), step
 
 
 def restore_latest(checkpoints, state):

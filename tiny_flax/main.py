@@ -10,10 +10,7 @@ import logging as py_logging
 import os
 import sys
 
-# Before TensorFlow loads: its C++ INFO lines drown the training log.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 from absl import logging
 import jax

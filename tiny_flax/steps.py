@@ -76,3 +76,10 @@ def eval_step(state, batch):
       axis_name=AXIS, logits=logits, labels=batch['label'],
       loss=cross_entropy(logits, batch['label']), mask=batch['mask'])
 
+
+
+def logits_step(state, images):
+  """Logits in evaluation mode; no collectives, for plain `jax.jit`."""
+  return state.apply_fn(
+      {'params': state.params, 'batch_stats': state.batch_stats}, images,
+      train=False)

@@ -93,6 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   optim.create(config, optim.learning_rate_schedule(config, 1))
 
   builder = pipeline.prepare(config)
+  checkpointing.save_class_names(workdir, pipeline.class_names(builder))
   steps_per_epoch = pipeline.steps_per_epoch(builder, config.batch_size)
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else config.num_epochs * steps_per_epoch)

@@ -127,14 +127,21 @@ def _batch_map(pointwise_fn):
   return lambda batch: {**batch, 'image': pointwise_fn(batch['image'], no_seed)}
 
 
-def eval_batches(builder, config, split='validation'):
-  """This process's batches over the whole split, each with a `mask`."""
+def num_eval_batches(builder, config, split='validation'):
+  """Batches per process in one pass (the same on every process)."""
   local_batch_size = config.batch_size // jax.process_count()
   total = builder.info.splits[split].num_examples
   num_batches = math.ceil(
       math.ceil(total / jax.process_count()) / local_batch_size)
   if config.steps_per_eval > 0:
-    num_batches = min(num_batches, config.steps_per_eval)
+    return min(num_batches, config.steps_per_eval)
+  return num_batches
+
+
+def eval_batches(builder, config, split='validation'):
+  """This process's batches over the whole split, each with a `mask`."""
+  local_batch_size = config.batch_size // jax.process_count()
+  num_batches = num_eval_batches(builder, config, split)
   per_image_fn, pointwise_fn = preprocess.split_for_config(config, train=False)
   no_seed = tf.zeros([2], tf.int32)
   ds = _decoded(builder, split, cache=config.input.cache).map(

@@ -1,0 +1,35 @@
+"""Checkpoint retention and the workdir's config record."""
+
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from tiny_flax import checkpointing
+from tiny_flax import errors
+
+
+def test_keeps_the_latest_three_and_the_best(tmp_path):
+  manager = checkpointing.manager(str(tmp_path), keep=3)
+  top1 = {1: 0.9, 2: 0.1, 3: 0.2, 4: 0.3, 5: 0.4, 6: 0.35}
+  for step, value in top1.items():
+    checkpointing.save(manager, step, {'w': jnp.full((2,), step)},
+                       {'val_top1': value})
+    manager.wait_until_finished()
+  assert manager.all_steps() == [1, 4, 5, 6]
+  assert manager.best_step() == 1
+  assert manager.metrics(5) == {'val_top1': pytest.approx(0.4)}
+  restored = checkpointing.restore_latest(manager, {'w': jnp.zeros((2,))})
+  assert restored['w'].tolist() == [6, 6]
+  manager.close()
+
+
+def test_config_record_refuses_another_model(tmp_path):
+  config = ml_collections.ConfigDict({'model': 'resnet18', 'dataset': {
+      'source': 'official', 'fake_train_per_class': 1, 'fake_val_per_class': 1}})
+  checkpointing.check_workdir(str(tmp_path), config)
+  config.num_epochs = 3  # other values may change between runs
+  checkpointing.check_workdir(str(tmp_path), config)
+  assert checkpointing.load_config(str(tmp_path)).num_epochs == 3
+  config.model = 'alexnet'
+  with pytest.raises(errors.UserError, match='resnet18'):
+    checkpointing.check_workdir(str(tmp_path), config)

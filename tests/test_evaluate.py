@@ -1,0 +1,112 @@
+"""The evaluation report and prediction on files, over a one-epoch smoke run."""
+
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+
+import conftest
+from configs import smoke
+from tiny_flax import report
+
+
+@pytest.fixture(scope='module')
+def trained(fake_config, fake_builder, tmp_path_factory):
+  """A workdir trained for one epoch on the small fake archive."""
+  del fake_builder  # prepared once for the session
+  workdir = tmp_path_factory.mktemp('trained')
+  overrides = [f'--config.dataset.{key}={fake_config.dataset[key]}'
+               for key in ('manual_dir', 'data_dir', 'fake_train_per_class',
+                           'fake_val_per_class')]
+  result = conftest.run_python(
+      ['-m', 'tiny_flax.main', '--config=configs/smoke.py',
+       f'--workdir={workdir}', '--config.num_epochs=1', '--config.batch_size=80']
+      + overrides)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return str(workdir), overrides
+
+
+def test_report_files(trained):
+  workdir, overrides = trained
+  result = conftest.run_python(
+      ['-m', 'tiny_flax.evaluate', '--config=configs/smoke.py',
+       f'--workdir={workdir}', '--config.batch_size=80'] + overrides)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report_dir = os.path.join(workdir, 'report')
+  with open(os.path.join(report_dir, 'metrics.json')) as f:
+    metrics = json.load(f)
+  assert metrics['images'] == 400 and metrics['step'] == 10
+  assert 0 <= metrics['top1'] <= metrics['top5'] <= 1
+  assert len(metrics['per_class']) == 200
+  misses = sum(row['misses'] for row in metrics['per_class'])
+  assert misses == round((1 - metrics['top1']) * 400)
+  assert all(row['images'] == 2 for row in metrics['per_class'])
+  for name in ('curves', 'miss_rates', 'confusions'):
+    with Image.open(os.path.join(report_dir, f'{name}.png')) as image:
+      assert image.size[0] > 500
+  text = open(os.path.join(report_dir, 'report.md')).read()
+  assert 'most misclassified' in text and '![curves](curves.png)' in text
+  assert any(n.startswith('events.out') for n in os.listdir(report_dir))
+  assert 'Evaluating' in result.stderr  # the progress bar
+
+
+def test_predict_on_files(trained, tmp_path):
+  workdir, _ = trained
+  gray = tmp_path / 'gray.png'
+  Image.fromarray(np.full((90, 130), 128, np.uint8)).save(gray)
+  colour = tmp_path / 'colour.jpg'
+  Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(colour)
+  broken = tmp_path / 'broken.jpg'
+  broken.write_bytes(b'not an image')
+  result = conftest.run_python(
+      ['-m', 'tiny_flax.predict', f'--workdir={workdir}', str(gray),
+       str(broken), str(colour)])
+  assert result.returncode == 1
+  errors = [l for l in result.stderr.splitlines() if 'error:' in l]
+  assert len(errors) == 1 and str(broken) in errors[0]
+  lines = result.stdout.splitlines()
+  assert lines[0] == str(gray) and lines[6] == str(colour)
+  probabilities = [float(l.split('%')[0]) for l in lines[1:6]]
+  assert probabilities == sorted(probabilities, reverse=True)
+  assert lines[1].split()[1].startswith('n0')  # a wnid, then its name
+
+
+def test_evaluate_without_checkpoint(tmp_path):
+  workdir = tmp_path / 'empty'
+  os.makedirs(workdir)
+  (workdir / 'config.json').write_text(smoke.get_config().to_json())
+  result = conftest.run_python(['-m', 'tiny_flax.evaluate',
+                                '--config=configs/smoke.py', f'--workdir={workdir}'])
+  assert result.returncode == 1
+  assert 'No checkpoint' in result.stderr
+
+
+def test_evaluate_refuses_a_workdir_of_another_model(trained):
+  workdir, overrides = trained
+  result = conftest.run_python(
+      ['-m', 'tiny_flax.evaluate', '--config=configs/resnet18.py',
+       f'--workdir={workdir}'] + overrides)
+  assert result.returncode == 1
+  assert 'resnet_tiny' in result.stderr
+
+
+def test_per_class_rows_and_confusions():
+  labels = np.array([0, 0, 1, 1, 1, 2])
+  predictions = np.array([0, 1, 1, 2, 2, 2])
+  names = [('n0', 'zero'), ('n1', 'one'), ('n2', 'two')]
+  rows = report.per_class(labels, predictions, names)
+  assert [(r['images'], r['misses']) for r in rows] == [(2, 1), (3, 2), (1, 0)]
+  assert report.confusions(labels, predictions) == [((1, 2), 2), ((0, 1), 1)]
+
+
+def test_curves_from_scalars_with_one_epoch():
+  scalars = {'epoch': {10: 1.0}, 'train_loss': {5: 4.0, 10: 2.0},
+             'train_accuracy': {5: 0.1, 10: 0.3}, 'val_loss': {10: 3.0},
+             'val_top1': {10: 0.2}, 'val_top5': {10: 0.5}}
+  curves = report.epoch_curves(scalars)
+  assert curves['epoch'] == [1.0] and curves['train_loss'] == [3.0]
+  assert curves['val_top1'] == [0.2]
+  image = report.figure_to_array(report.plot_curves(curves))
+  assert image.ndim == 3 and image.std() > 0

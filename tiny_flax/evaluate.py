@@ -1,0 +1,95 @@
+"""Evaluates a trained run on the whole validation split and writes its report.
+
+    python -m tiny_flax.evaluate --config=configs/resnet18.py --workdir=runs/resnet18
+
+Writes WORKDIR/report/: metrics.json (top-1, top-5, loss, per-class miss
+rates), curves.png, miss_rates.png, confusions.png and report.md; the same
+figures and the per-class table also go to TensorBoard.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from clu import metric_writers
+import jax
+import numpy as np
+from ml_collections import config_flags
+import tqdm
+
+from tiny_flax import checkpointing
+from tiny_flax import errors
+from tiny_flax import inference
+from tiny_flax import report
+from tiny_flax import steps
+from tiny_flax.data import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'The config the run was trained with.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run.')
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', 'best', 'best (by validation top-1), latest, or a step.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def predict_validation(state, builder, config):
+  """Labels, top-5 predictions and losses of every validation image."""
+  labels, top5, losses = [], [], []
+  batches = pipeline.eval_batches(builder, config)
+  for batch in tqdm.tqdm(batches, desc='Evaluating', unit='batch',
+                         total=pipeline.num_eval_batches(builder, config)):
+    logits = inference.logits(state, batch['image'])
+    keep = batch['mask']
+    labels.append(batch['label'][keep])
+    top5.append(np.asarray(jax.lax.top_k(logits, 5)[1])[keep])
+    losses.append(np.asarray(steps.cross_entropy(logits, batch['label']))[keep])
+  return np.concatenate(labels), np.concatenate(top5), np.concatenate(losses)
+
+
+def evaluate(config, workdir, which='best'):
+  checkpointing.check_same_run(workdir, checkpointing.load_config(workdir),
+                               config)
+  state, step = inference.restore(config, workdir, which)
+  builder = pipeline.prepare(config)
+  class_names = pipeline.class_names(builder)
+  labels, top5, losses = predict_validation(state, builder, config)
+  metrics = {'model': config.model, 'step': step, 'images': int(len(labels)),
+             'top1': float(np.mean(top5[:, 0] == labels)),
+             'top5': float(np.mean((top5 == labels[:, None]).any(axis=1))),
+             'loss': float(np.mean(losses))}
+  rows = report.per_class(labels, top5[:, 0], class_names)
+  pairs = report.confusions(labels, top5[:, 0])
+  figures = {
+      'curves': report.plot_curves(report.epoch_curves(
+          report.read_scalars(workdir))),
+      'miss_rates': report.plot_miss_rates(rows),
+      'confusions': report.plot_confusions(pairs, class_names),
+  }
+  report.write(os.path.join(workdir, 'report'), metrics, rows, pairs,
+               class_names, figures)
+  writer = metric_writers.create_default_writer(
+      os.path.join(workdir, 'report'), just_logging=jax.process_index() > 0)
+  writer.write_images(step, {f'report/{name}': report.figure_to_array(fig)[None]
+                             for name, fig in figures.items()})
+  writer.write_texts(step, {'report/per_class': report.markdown(
+      metrics, rows, pairs, class_names, {})})
+  writer.flush()
+  return metrics
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    metrics = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
+  except errors.UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  print(f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
+        f"loss {metrics['loss']:.4f}  ({metrics['images']} images, step "
+        f"{metrics['step']}); report in {_WORKDIR.value}/report")
+
+
+if __name__ == '__main__':
+  app.run(main)

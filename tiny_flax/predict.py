@@ -1,0 +1,85 @@
+"""Classifies image files with a trained run.
+
+    python -m tiny_flax.predict --workdir=runs/resnet18 cat.jpg dog.png
+
+Images of any size and mode are converted to RGB and resized to Tiny
+ImageNet's 64x64 (as the dataset's images were), then given the run's
+evaluation preprocessing. Prints each file's top-5 classes.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from PIL import Image
+from PIL import UnidentifiedImageError
+import tensorflow as tf
+
+from tiny_flax import checkpointing
+from tiny_flax import errors
+from tiny_flax import inference
+from tiny_flax.data import pipeline
+from tiny_flax.data import preprocess
+from tiny_flax.data import tiny_imagenet
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of a trained run.',
+                               required=True)
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', 'best', 'best (by validation top-1), latest, or a step.')
+_TOP = 5
+
+
+def load_image(path):
+  """uint8 64x64x3 RGB pixels of an image file of any size and mode."""
+  with Image.open(path) as image:
+    image = image.convert('RGB')
+    size = tiny_imagenet.IMAGE_SHAPE[:2]
+    if image.size != size:
+      image = image.resize(size, Image.BILINEAR)
+    return np.asarray(image)
+
+
+def predict(workdir, paths, which='best'):
+  """Yields (path, [(wnid, name, probability)] or an error message)."""
+  config = checkpointing.load_config(workdir)
+  class_names = (checkpointing.load_class_names(workdir)
+                 or pipeline.class_names(pipeline.prepare(config)))
+  state, _ = inference.restore(config, workdir, which)
+  process_fn = preprocess.for_config(config, train=False)
+  no_seed = tf.zeros([2], tf.int32)
+  for path in paths:
+    try:
+      pixels = load_image(path)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+      yield path, f'cannot read image ({e})'
+      continue
+    image = process_fn(tf.constant(pixels), no_seed).numpy()[None]
+    probabilities = np.asarray(jax.nn.softmax(inference.logits(state, image)))[0]
+    best = np.argsort(-probabilities)[:_TOP]
+    yield path, [(*class_names[i], float(probabilities[i])) for i in best]
+
+
+def main(argv):
+  paths = argv[1:]
+  if not paths:
+    raise app.UsageError('Name at least one image file.')
+  failures = 0
+  try:
+    for path, result in predict(_WORKDIR.value, paths, _CHECKPOINT.value):
+      if isinstance(result, str):
+        failures += 1
+        print(f'{path}: error: {result}', file=sys.stderr)
+        continue
+      print(path)
+      for wnid, name, probability in result:
+        print(f'  {probability:6.1%}  {wnid}  {name}')
+  except errors.UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  sys.exit(1 if failures else 0)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,170 @@
+"""The evaluation report: the seed project's plots, per-class miss rates, tables.
+
+Curves are read back from the run's TensorBoard events, so a report can be
+drawn for any workdir; per-class numbers come from one pass over validation.
+"""
+
+import collections
+import json
+import os
+
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+import numpy as np
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+
+NUM_EXTREMES = 5
+NUM_CONFUSIONS = 10
+
+
+def read_scalars(workdir):
+  """{tag: {step: value}} of every scalar in the workdir's event files."""
+  accumulator = event_accumulator.EventAccumulator(
+      workdir, size_guidance={event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  scalars = collections.defaultdict(dict)
+  for tag in accumulator.Tags()['tensors']:
+    for event in accumulator.Tensors(tag):
+      value = tensor_util.make_ndarray(event.tensor_proto)
+      if value.ndim == 0 and value.dtype.kind == 'f':
+        scalars[tag][event.step] = float(value)
+  return scalars
+
+
+def epoch_curves(scalars):
+  """Per-epoch training (mean of its logged values) and validation curves."""
+  epochs = scalars.get('epoch', {})
+  curves = {'epoch': [], 'train_loss': [], 'train_accuracy': [],
+            'val_loss': [], 'val_top1': [], 'val_top5': []}
+  previous_step = 0
+  for step in sorted(epochs):
+    curves['epoch'].append(epochs[step])
+    for key in ('train_loss', 'train_accuracy'):
+      logged = [v for s, v in scalars.get(key, {}).items()
+                if previous_step < s <= step]
+      curves[key].append(float(np.mean(logged)) if logged else np.nan)
+    for key in ('val_loss', 'val_top1', 'val_top5'):
+      curves[key].append(scalars.get(key, {}).get(step, np.nan))
+    previous_step = step
+  return curves
+
+
+def per_class(labels, predictions, class_names):
+  rows = []
+  for index, (wnid, name) in enumerate(class_names):
+    mine = labels == index
+    images = int(mine.sum())
+    misses = int((predictions[mine] != index).sum())
+    rows.append({'index': index, 'wnid': wnid, 'name': name, 'images': images,
+                 'misses': misses,
+                 'miss_rate': misses / images if images else float('nan')})
+  return rows
+
+
+def confusions(labels, predictions, count=NUM_CONFUSIONS):
+  """The most frequent (true, predicted) pairs among the mistakes."""
+  wrong = labels != predictions
+  pairs = collections.Counter(zip(labels[wrong].tolist(),
+                                  predictions[wrong].tolist()))
+  return pairs.most_common(count)
+
+
+def _label(wnid, name, width=18):
+  name = name.split(',')[0]
+  return f'{wnid}\n{name[:width]}'
+
+
+def plot_curves(curves):
+  fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
+  epochs = curves['epoch']
+  acc.plot(epochs, curves['train_accuracy'], 'o-', label='train top-1')
+  acc.plot(epochs, curves['val_top1'], 'o-', label='validation top-1')
+  acc.plot(epochs, curves['val_top5'], 'o--', label='validation top-5')
+  acc.set(xlabel='epoch', ylabel='accuracy', title='Accuracy', ylim=(0, 1))
+  loss.plot(epochs, curves['train_loss'], 'o-', label='train')
+  loss.plot(epochs, curves['val_loss'], 'o-', label='validation')
+  loss.set(xlabel='epoch', ylabel='cross-entropy', title='Log loss')
+  for axis in (acc, loss):
+    axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
+    axis.legend()
+  fig.tight_layout()
+  return fig
+
+
+def plot_miss_rates(rows):
+  ranked = sorted(rows, key=lambda r: (r['miss_rate'], r['wnid']))
+  chosen = ranked[:NUM_EXTREMES] + ranked[-NUM_EXTREMES:]
+  fig, axis = plt.subplots(figsize=(12, 4.5))
+  colours = ['tab:green'] * NUM_EXTREMES + ['tab:red'] * NUM_EXTREMES
+  bars = axis.bar(range(len(chosen)), [r['miss_rate'] for r in chosen],
+                  color=colours)
+  axis.bar_label(bars, fmt='{:.0%}', fontsize=8)
+  axis.set_xticks(range(len(chosen)),
+                  [_label(r['wnid'], r['name']) for r in chosen], fontsize=8)
+  axis.set(ylabel='miss rate', ylim=(0, 1),
+           title=f'The {NUM_EXTREMES} least and {NUM_EXTREMES} most '
+           'misclassified validation classes')
+  fig.tight_layout()
+  return fig
+
+
+def plot_confusions(pairs, class_names):
+  fig, axis = plt.subplots(figsize=(9, 4.5))
+  labels = [f'{class_names[t][1].split(",")[0][:22]} -> '
+            f'{class_names[p][1].split(",")[0][:22]}' for (t, p), _ in pairs]
+  axis.barh(range(len(pairs)), [n for _, n in pairs], color='tab:orange')
+  axis.set_yticks(range(len(pairs)), labels, fontsize=8)
+  axis.invert_yaxis()
+  axis.set(xlabel='validation images', title='Most confused class pairs '
+           '(true -> predicted)')
+  fig.tight_layout()
+  return fig
+
+
+def figure_to_array(fig):
+  fig.canvas.draw()
+  return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _table(rows):
+  lines = ['| wnid | name | images | misses | miss rate |', '|---|---|---|---|---|']
+  lines += [f"| {r['wnid']} | {r['name']} | {r['images']} | {r['misses']} | "
+            f"{r['miss_rate']:.2f} |" for r in rows]
+  return '\n'.join(lines)
+
+
+def markdown(metrics, rows, pairs, class_names, figures):
+  ranked = sorted(rows, key=lambda r: (r['miss_rate'], r['wnid']))
+  confused = ['| true | predicted | images |', '|---|---|---|']
+  confused += [f'| {class_names[t][0]} {class_names[t][1]} | '
+               f'{class_names[p][0]} {class_names[p][1]} | {n} |'
+               for (t, p), n in pairs]
+  parts = [
+      f"# Evaluation of {metrics['model']} (checkpoint of step "
+      f"{metrics['step']})",
+      '| top-1 | top-5 | loss | images |\n|---|---|---|---|\n'
+      f"| {metrics['top1']:.4f} | {metrics['top5']:.4f} | "
+      f"{metrics['loss']:.4f} | {metrics['images']} |",
+      *(f'![{name}]({name}.png)' for name in figures),
+      f'## The {NUM_EXTREMES} least misclassified classes',
+      _table(ranked[:NUM_EXTREMES]),
+      f'## The {NUM_EXTREMES} most misclassified classes',
+      _table(ranked[-NUM_EXTREMES:][::-1]),
+      '## Most confused pairs', '\n'.join(confused),
+  ]
+  return '\n\n'.join(parts) + '\n'
+
+
+def write(report_dir, metrics, rows, pairs, class_names, figures):
+  """metrics.json, one PNG per figure and report.md, all in `report_dir`."""
+  os.makedirs(report_dir, exist_ok=True)
+  for name, fig in figures.items():
+    fig.savefig(os.path.join(report_dir, f'{name}.png'), dpi=110)
+  with open(os.path.join(report_dir, 'metrics.json'), 'w') as f:
+    json.dump({**metrics, 'per_class': rows}, f, indent=1)
+  with open(os.path.join(report_dir, 'report.md'), 'w') as f:
+    f.write(markdown(metrics, rows, pairs, class_names, figures))
