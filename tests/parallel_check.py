@@ -15,7 +15,6 @@ import numpy as np
 from tiny_flax import models
 from tiny_flax import parallel
 from tiny_flax import steps
-from tiny_flax import train
 
 
 def run(kind, devices, state, batch):
@@ -34,7 +33,7 @@ def main():
       seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4))
   model = models.create('resnet_tiny', 200, axis_name=steps.AXIS)
   state = jax.device_get(
-      train.create_train_state(config, model, (32, 32, 3), 0.1))
+      steps.create_train_state(config, model, (32, 32, 3), 0.1))
   rng = np.random.default_rng(0)
   batch = {'image': rng.uniform(size=(16, 32, 32, 3)).astype(np.float32),
            'label': rng.integers(0, 200, size=16).astype(np.int32)}

@@ -147,7 +147,7 @@ def test_one_train_step_per_model(name):
   config = ml_collections.ConfigDict(dict(
       seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0))
   module = models.create(name, 200, axis_name=steps.AXIS)
-  state = train.create_train_state(config, module, (64, 64, 3), 0.01)
+  state = steps.create_train_state(config, module, (64, 64, 3), 0.01)
   before = jax.device_get(state.params)
   par = parallel.Parallel('pmap')
   step = par.compile(functools.partial(
@@ -172,7 +172,7 @@ def test_training_starts_from_torchvision_weights(tmp_path):
       seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0,
       model='resnet18', init_from=str(path)))
   module = models.create('resnet18', 200, axis_name=steps.AXIS)
-  state = train.create_train_state(config, module, (64, 64, 3), 0.01)
+  state = steps.create_train_state(config, module, (64, 64, 3), 0.01)
   state = train._init_from_torchvision(config, state)  # pylint: disable=protected-access
   np.testing.assert_array_equal(
       state.params['layer2_0']['downsample_0']['kernel'],

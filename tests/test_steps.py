@@ -20,7 +20,7 @@ def _state(learning_rate=0.05):
   config = ml_collections.ConfigDict(dict(
       seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0))
   model = models.create('resnet_tiny', 200, axis_name=steps.AXIS)
-  return train.create_train_state(config, model, (32, 32, 3), learning_rate)
+  return steps.create_train_state(config, model, (32, 32, 3), learning_rate)
 
 
 def _batch(size=16, seed=0):

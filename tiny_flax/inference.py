@@ -7,7 +7,6 @@ from tiny_flax import checkpointing
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import steps
-from tiny_flax import train
 from tiny_flax.data import pipeline
 
 
@@ -16,7 +15,7 @@ def restore(config, workdir, which='best'):
   model = models.create(
       config.model, pipeline.NUM_CLASSES,
       dtype=jnp.bfloat16 if config.half_precision else jnp.float32)
-  template = train.create_train_state(
+  template = steps.create_train_state(
       config, model, pipeline.image_shape(config),
       optim.learning_rate_schedule(config, 1))
   checkpoints = checkpointing.manager(workdir, read_only=True)

@@ -5,6 +5,7 @@ collectives over the axis `AXIS`, which `parallel.py` binds with either
 `jax.pmap` or `jax.shard_map`.
 """
 
+import functools
 from typing import Any
 
 from clu import metrics
@@ -14,11 +15,23 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tiny_flax import optim
+
 AXIS = 'batch'
 
 
 class TrainState(train_state.TrainState):
   batch_stats: Any
+
+
+def create_train_state(config, model, image_shape, learning_rate_fn):
+  """A fresh state on the default device, initialised from `config.seed`."""
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(config.seed), jnp.zeros((1,) + image_shape, jnp.float32))
+  return TrainState.create(
+      apply_fn=model.apply, params=variables['params'],
+      batch_stats=variables.get('batch_stats', {}),
+      tx=optim.create(config, learning_rate_fn))
 
 
 def _top5_correct(logits, labels, **_):

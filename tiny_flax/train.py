@@ -24,16 +24,6 @@ from tiny_flax import steps
 from tiny_flax.data import pipeline
 
 
-def create_train_state(config, model, image_shape, learning_rate_fn):
-  """A fresh state on the default device, initialised from `config.seed`."""
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.key(config.seed), jnp.zeros((1,) + image_shape, jnp.float32))
-  return steps.TrainState.create(
-      apply_fn=model.apply, params=variables['params'],
-      batch_stats=variables.get('batch_stats', {}),
-      tx=optim.create(config, learning_rate_fn))
-
-
 def _init_from_torchvision(config, state):
   logging.info('Initialising from the torchvision weights in %s.',
                config.init_from)
@@ -98,7 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else config.num_epochs * steps_per_epoch)
   learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
-  state = create_train_state(config, model, image_shape, learning_rate_fn)
+  state = steps.create_train_state(config, model, image_shape, learning_rate_fn)
   checkpoints = checkpointing.manager(workdir, config.checkpoints_to_keep)
   state = checkpointing.restore_latest(checkpoints, state)
   start_step = int(state.step)
