@@ -44,7 +44,7 @@ class AlexNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv = functools.partial(layers.conv2d, dtype=self.dtype)
-    pool = functools.partial(nn.max_pool, window_shape=(3, 3), strides=(2, 2))
+    pool = functools.partial(layers.max_pool, window=3, stride=2)
     x = x.astype(self.dtype)
     x = pool(nn.relu(conv(3, 64, 11, 4, 2, name='features_0')(x)))
     x = pool(nn.relu(conv(64, 192, 5, 1, 2, name='features_3')(x)))

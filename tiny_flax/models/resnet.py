@@ -77,7 +77,7 @@ class ResNet(nn.Module):
                       dtype=self.dtype, kernel_init=layers.conv_kernel_init,
                       name='conv1')(x)
     x = nn.relu(norm(name='bn1')(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = layers.max_pool(x, 3, 2, 1)
     for stage, num_blocks in enumerate(self.stage_sizes):
       for index in range(num_blocks):
         x = self.block(

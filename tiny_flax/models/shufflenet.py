@@ -65,7 +65,7 @@ class ShuffleNetV2(nn.Module):
     x = x.astype(self.dtype)
     x = conv(x.shape[-1], stem, 3, 2, 1, name='conv1_0')(x)
     x = nn.relu(norm(name='conv1_1')(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = layers.max_pool(x, 3, 2, 1)
     for stage, (repeats, channels) in enumerate(
         zip(self.stages_repeats, stages), start=2):
       for index in range(repeats):
