@@ -10,6 +10,7 @@ import math
 import os
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -48,8 +49,14 @@ def prepare(config):
         f'config.dataset.source must be "official" or "fake", got '
         f'{config.dataset.source!r}.')
   builder = tfds.builder('tiny_imagenet', data_dir=data_dir or None)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=os.path.expanduser(manual_dir) if manual_dir else None))
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
+  # One process prepares (on a shared data_dir); the others wait, then reuse.
+  if jax.process_index() == 0:
+    builder.download_and_prepare(download_config=download_config)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('tiny_imagenet prepared')
+    builder.download_and_prepare(download_config=download_config)
   return builder
 
 

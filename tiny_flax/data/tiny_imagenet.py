@@ -17,6 +17,7 @@ import zipfile
 
 from PIL import Image
 import tensorflow_datasets as tfds
+import tqdm
 
 from tiny_flax import errors
 
@@ -193,13 +194,15 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
     validation = _validation_examples(source, set(wnids))
     test = [(member, -1) for member in source.images(f'{ROOT}/test/images')]
     return {
-        'train': self._generate_examples(source, train),
-        'validation': self._generate_examples(source, validation),
-        'test': self._generate_examples(source, test),
+        'train': self._generate_examples(source, train, 'train'),
+        'validation': self._generate_examples(source, validation, 'validation'),
+        'test': self._generate_examples(source, test, 'test'),
     }
 
-  def _generate_examples(self, source, examples):
-    for member, label in examples:
+  def _generate_examples(self, source, examples, split):
+    # TFDS's own bar counts examples; this one knows the total, hence an ETA.
+    for member, label in tqdm.tqdm(examples, desc=f'Reading {split} images',
+                                   unit='image', leave=False):
       file_name = os.path.basename(member)
       yield file_name, {'image': source.jpeg(member), 'label': label,
                         'file_name': file_name}
