@@ -70,17 +70,21 @@ class Parallel:
         lambda x: jax.make_array_from_process_local_data(
             self._batch_sharding, x), batch)
 
-  def compile(self, body, donate_state=False):
-    """Wraps `body(state, batch) -> outputs` (outputs replicated)."""
+  def compile(self, body, donate_state=False, replicated_inputs=0):
+    """Wraps `body(state, batch, *replicated) -> outputs` (outputs replicated).
+
+    `replicated` inputs (placed with `replicate`) are the same on every device.
+    """
     donate = (0,) if donate_state else ()
     if self.kind == 'pmap':
       return jax.pmap(body, axis_name=steps.AXIS, donate_argnums=donate,
                       devices=self.devices)
     # The bodies replicate their outputs with pmean/psum/all_gather, but clu's
     # all_gather-based metrics are not typed as invariant: skip that check.
-    mapped = jax.shard_map(body, mesh=self.mesh,
-                           in_specs=(P(), P(steps.AXIS)), out_specs=P(),
-                           check_vma=False)
+    mapped = jax.shard_map(
+        body, mesh=self.mesh,
+        in_specs=(P(), P(steps.AXIS)) + (P(),) * replicated_inputs,
+        out_specs=P(), check_vma=False)
     return jax.jit(mapped, donate_argnums=donate)
 
   def prefetch(self, batches, size=2):

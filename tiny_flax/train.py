@@ -17,9 +17,11 @@ import ml_collections
 import numpy as np
 
 from tiny_flax import checkpointing
+from tiny_flax import device_preprocess
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import parallel
+from tiny_flax import resident_data
 from tiny_flax import steps
 from tiny_flax.data import pipeline
 
@@ -33,6 +35,33 @@ def _init_from_torchvision(config, state):
   return state.replace(
       params=variables['params'], batch_stats=variables['batch_stats'],
       opt_state=state.tx.init(variables['params']))
+
+
+def _training_input(config, builder, par, train_step, start_step,
+                    steps_per_epoch):
+  """(compiled step(state, batch), host batches, first augmented images).
+
+  From tf.data, or with `config.input.on_device` from the training split kept
+  in device memory, augmented inside the step.
+  """
+  if not config.input.on_device:
+    batches = pipeline.train_batches(builder, config, start_step=start_step)
+    first = next(batches)
+    return (par.compile(train_step, donate_state=True),
+            itertools.chain([first], batches), first['image'])
+  arrays = pipeline.decoded_train_arrays(builder)
+  augment = device_preprocess.build(config.input.train)
+  key = jax.random.key(config.seed + 2)
+  compiled = par.compile(resident_data.augmenting(train_step, augment, key),
+                         donate_state=True, replicated_inputs=1)
+  data = par.replicate(arrays)
+  batches = resident_data.index_batches(
+      len(arrays['label']), config.batch_size // jax.process_count(),
+      steps_per_epoch, config.seed, start_step)
+  first = next(batches)
+  first_images = jax.jit(augment)(arrays['image'][first['index']], key)
+  return (lambda state, batch: compiled(state, batch, data),
+          itertools.chain([first], batches), np.asarray(first_images))
 
 
 def image_grid(images, columns=8, rows=4):
@@ -103,18 +132,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                'devices with %s.', config.model, num_steps, steps_per_epoch,
                start_step, par.num_devices, par.kind)
 
-  p_train_step = par.compile(
-      functools.partial(steps.train_step,
-                        dropout_key=jax.random.key(config.seed + 1),
-                        label_smoothing=config.label_smoothing),
-      donate_state=True)
+  train_step = functools.partial(
+      steps.train_step, dropout_key=jax.random.key(config.seed + 1),
+      label_smoothing=config.label_smoothing)
+  p_train_step, host_batches, first_images = _training_input(
+      config, builder, par, train_step, start_step, steps_per_epoch)
+  writer.write_images(start_step, {
+      'augmented_train_images': image_grid(first_images)[None]})
   p_eval_step = par.compile(steps.eval_step)
   state = par.replicate(state)
-  host_batches = pipeline.train_batches(builder, config, start_step=start_step)
-  first_batch = next(host_batches)
-  writer.write_images(start_step, {
-      'augmented_train_images': image_grid(first_batch['image'])[None]})
-  train_batches = par.prefetch(itertools.chain([first_batch], host_batches))
+  train_batches = par.prefetch(host_batches)
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer)
 

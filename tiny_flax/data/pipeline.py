@@ -94,6 +94,14 @@ def steps_per_epoch(builder, global_batch_size):
   return examples // (global_batch_size // jax.process_count())
 
 
+def decoded_train_arrays(builder):
+  """This process's training split as numpy: uint8 images [N, 64, 64, 3], labels."""
+  ds = _decoded(builder, 'train', cache=False).batch(4096)
+  parts = list(ds.as_numpy_iterator())
+  return {key: np.concatenate([part[key] for part in parts])
+          for key in ('image', 'label')}
+
+
 def train_batches(builder, config, *, start_step=0):
   """Endless iterator of this process's training batches from `start_step` on."""
   local_batch_size = config.batch_size // jax.process_count()

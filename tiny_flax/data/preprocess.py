@@ -10,12 +10,12 @@ PIL images do in torchvision; resizing rounds back to uint8 like PIL. Random ops
 draw from stateless seeds, so a seed fixes the output.
 """
 
-import ast
 import math
 
 import tensorflow as tf
 
-from tiny_flax import errors
+from tiny_flax import recipes
+from tiny_flax.recipes import PreprocessError
 
 _OPS = {}
 # Ops that act on each pixel alone: the pipeline runs them on whole batches.
@@ -33,19 +33,6 @@ def register(name, pointwise=False):
 
 def known_ops():
   return sorted(_OPS)
-
-
-class PreprocessError(errors.UserError):
-  pass
-
-
-def _positive_size(op, size):
-  """torchvision's `size`: an int or an (h, w) pair, all positive."""
-  sizes = (size, size) if isinstance(size, int) else tuple(size)
-  if len(sizes) != 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
-    raise PreprocessError(
-        f'{op}: size must be a positive int or a pair of them, got {size!r}.')
-  return sizes
 
 
 def _round_to_uint8(image):
@@ -77,7 +64,7 @@ def random_horizontal_flip(p=0.5):
 def resize(size):
   """An int resizes the shorter side, keeping the aspect ratio (truncated)."""
   if isinstance(size, int):
-    _positive_size('resize', size)
+    recipes.positive_size('resize', size)
 
     def op(image, seed):
       del seed
@@ -88,14 +75,14 @@ def resize(size):
                           tf.stack([new_long, size]))
       return _resize(image, new_size)
     return op
-  new_size = _positive_size('resize', size)
+  new_size = recipes.positive_size('resize', size)
   return lambda image, seed: _resize(image, new_size)
 
 
 @register('center_crop')
 def center_crop(size):
   """Pads with zeros when the crop is larger than the image, as torchvision."""
-  crop_h, crop_w = _positive_size('center_crop', size)
+  crop_h, crop_w = recipes.positive_size('center_crop', size)
 
   def op(image, seed):
     del seed
@@ -159,11 +146,8 @@ def resized_crop(image, box, size):
 
 @register('random_resized_crop')
 def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-  size = _positive_size('random_resized_crop', size)
-  if not 0 < scale[0] <= scale[1] or not 0 < ratio[0] <= ratio[1]:
-    raise PreprocessError(
-        'random_resized_crop: scale and ratio must be increasing positive '
-        f'pairs, got scale={scale!r}, ratio={ratio!r}.')
+  size = recipes.positive_size('random_resized_crop', size)
+  recipes.check_crop_ranges(scale, ratio)
 
   def op(image, seed):
     box = sample_crop_box(tf.shape(image)[0], tf.shape(image)[1], seed,
@@ -200,21 +184,6 @@ def normalize(mean, std):
   return op
 
 
-def _parse(spec):
-  """'name(arg, key=value)' -> (name, args, kwargs), values as Python literals."""
-  try:
-    node = ast.parse(spec.strip(), mode='eval').body
-    if isinstance(node, ast.Name):
-      return node.id, (), {}
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-      return (node.func.id, tuple(ast.literal_eval(a) for a in node.args),
-              {k.arg: ast.literal_eval(k.value) for k in node.keywords})
-  except (SyntaxError, ValueError):
-    pass
-  raise PreprocessError(
-      f'Cannot parse preprocessing op {spec!r}: write name or name(args).')
-
-
 def _compose(ops):
   def fn(image, seed):
     seeds = tf.random.experimental.stateless_split(seed, max(len(ops), 1))
@@ -230,23 +199,9 @@ def build_split(recipe):
   The pipeline maps the first over single uint8 images and the second over
   whole batches, where conversion and normalisation cost far less.
   """
-  specs = recipe.split('|') if isinstance(recipe, str) else list(recipe)
-  ops, names = [], []
-  for spec in specs:
-    name, args, kwargs = _parse(spec)
-    if name not in _OPS:
-      raise PreprocessError(
-          f'Unknown preprocessing op {name!r} in {spec!r}. Known ops: '
-          f'{", ".join(known_ops())}.')
-    try:
-      ops.append(_OPS[name](*args, **kwargs))
-    except TypeError as e:
-      raise PreprocessError(f'Bad arguments in {spec!r}: {e}.') from e
-    names.append(name)
-  if 'to_tensor' not in names:
-    raise PreprocessError(
-        f'Recipe {recipe!r} never converts to float: add to_tensor, as in '
-        'torchvision.')
+  named_ops = recipes.instantiate(recipe, _OPS)
+  names = [name for name, _ in named_ops]
+  ops = [op for _, op in named_ops]
   cut = len(names)
   while cut and names[cut - 1] in _POINTWISE:
     cut -= 1

@@ -1,0 +1,36 @@
+"""Training data resident on the accelerator (`config.input.on_device`).
+
+The decoded uint8 training split (1.2 GB for Tiny ImageNet) is put on every
+device once; the host then feeds only index batches, and the train step
+gathers and augments its images with tiny_flax/device_preprocess.py. An epoch
+needs no decoding and no host-to-device image traffic.
+"""
+
+import jax
+import numpy as np
+
+from tiny_flax import steps
+
+
+def index_batches(num_examples, batch_size, batches_per_epoch, seed,
+                  start_step=0):
+  """Endless index batches; each epoch's order is a pure function of (seed, epoch)."""
+  step = start_step
+  while True:
+    epoch, position = divmod(step, batches_per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    for index in range(position, batches_per_epoch):
+      yield {'index': order[index * batch_size:(index + 1) * batch_size].astype(
+          np.int32)}
+    step = (epoch + 1) * batches_per_epoch
+
+
+def augmenting(train_step, augment, key):
+  """A step body `(state, batch, data)` whose batch holds indices into `data`."""
+  def body(state, batch, data):
+    step_key = jax.random.fold_in(jax.random.fold_in(key, state.step),
+                                  jax.lax.axis_index(steps.AXIS))
+    images = augment(data['image'][batch['index']], step_key)
+    return train_step(state, {'image': images,
+                              'label': data['label'][batch['index']]})
+  return body
