@@ -31,10 +31,6 @@ def register(name, pointwise=False):
   return wrap
 
 
-def known_ops():
-  return sorted(_OPS)
-
-
 def _round_to_uint8(image):
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
