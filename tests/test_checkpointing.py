@@ -33,3 +33,22 @@ def test_config_record_refuses_another_model(tmp_path):
   config.model = 'alexnet'
   with pytest.raises(errors.UserError, match='resnet18'):
     checkpointing.check_workdir(str(tmp_path), config)
+
+
+def test_an_interrupted_save_does_not_break_the_next_run(tmp_path):
+  manager = checkpointing.manager(str(tmp_path))
+  checkpointing.save(manager, 5, {'w': jnp.full((2,), 5.0)}, {'val_top1': 0.1})
+  manager.wait_until_finished()
+  manager.close()
+  # What a run killed in the middle of saving step 9 leaves behind.
+  partial = tmp_path / 'checkpoints' / '9.orbax-checkpoint-tmp-1234'
+  partial.mkdir()
+  (partial / 'half_written').write_bytes(b'\0' * 100)
+  manager = checkpointing.manager(str(tmp_path))
+  assert manager.latest_step() == 5
+  restored = checkpointing.restore_latest(manager, {'w': jnp.zeros((2,))})
+  assert restored['w'].tolist() == [5.0, 5.0]
+  checkpointing.save(manager, 9, {'w': jnp.full((2,), 9.0)}, {'val_top1': 0.2})
+  manager.wait_until_finished()
+  assert manager.all_steps() == [5, 9]
+  manager.close()
