@@ -27,6 +27,7 @@ from tiny_flax.data import pipeline
 
 
 def _init_from_torchvision(config, state):
+  """`state` with torchvision weights; the optimizer starts afresh on them."""
   logging.info('Initialising from the torchvision weights in %s.',
                config.init_from)
   variables = models.merge_pretrained(
