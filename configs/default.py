@@ -81,7 +81,8 @@ def apply_tuned_recipe(config, *, image_size, num_epochs, weight_decay,
   - SGD with Nesterov momentum, batch 256, linear warmup then cosine decay,
     label smoothing 0.1: the standard large-epoch ImageNet recipe, scaled to
     100k images.
-  Not yet measured here: see the targets in docs/ and each config's note.
+  Its top-1 has not been measured yet: no accelerator was available to the
+  session that wrote it, and 60 epochs are out of reach on a laptop CPU.
   """
   config.input.train = (
       f'random_resized_crop({image_size}, scale=(0.35, 1.0))|'
