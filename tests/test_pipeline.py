@@ -26,7 +26,7 @@ def test_validation_covers_every_example_once(fake_builder, fake_config,
   config = fake_config.copy_and_resolve_references()
   config.batch_size = batch_size
   images, labels = [], []
-  for batch in pipeline.eval_batches(fake_builder, config):
+  for batch in pipeline.EvalBatches(fake_builder, config):
     assert batch['image'].shape[0] == batch_size
     images.append(batch['image'][batch['mask']])
     labels.append(batch['label'][batch['mask']])
@@ -39,7 +39,7 @@ def test_validation_covers_every_example_once(fake_builder, fake_config,
 def test_steps_per_eval_limits_the_pass(fake_builder, fake_config):
   config = fake_config.copy_and_resolve_references()
   config.steps_per_eval = 2
-  assert len(list(pipeline.eval_batches(fake_builder, config))) == 2
+  assert len(list(pipeline.EvalBatches(fake_builder, config))) == 2
 
 
 def test_train_order_is_a_function_of_seed_and_epoch(fake_builder, fake_config):

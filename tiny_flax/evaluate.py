@@ -36,9 +36,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def predict_validation(state, builder, config):
   """Labels, top-5 predictions and losses of every validation image."""
   labels, top5, losses = [], [], []
-  batches = pipeline.eval_batches(builder, config)
-  for batch in tqdm.tqdm(batches, desc='Evaluating', unit='batch',
-                         total=pipeline.num_eval_batches(builder, config)):
+  for batch in tqdm.tqdm(pipeline.EvalBatches(builder, config),
+                         desc='Evaluating', unit='batch'):
     logits = inference.logits(state, batch['image'])
     keep = batch['mask']
     labels.append(batch['label'][keep])

@@ -82,13 +82,10 @@ def train_step(state, batch, *, dropout_key, label_smoothing=0.0):
 
 def eval_step(state, batch):
   """Metrics over this shard; padded examples (mask False) do not count."""
-  logits = state.apply_fn(
-      {'params': state.params, 'batch_stats': state.batch_stats},
-      batch['image'], train=False)
+  logits = logits_step(state, batch['image'])
   return EvalMetrics.gather_from_model_output(
       axis_name=AXIS, logits=logits, labels=batch['label'],
       loss=cross_entropy(logits, batch['label']), mask=batch['mask'])
-
 
 
 def logits_step(state, images):

@@ -141,6 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   writer.write_images(start_step, {
       'augmented_train_images': image_grid(first_images)[None]})
   p_eval_step = par.compile(steps.eval_step)
+  eval_batches = pipeline.EvalBatches(builder, config)
   state = par.replicate(state)
   train_batches = par.prefetch(host_batches)
   report_progress = periodic_actions.ReportProgress(
@@ -163,8 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
     if step % steps_per_epoch == 0 or step == num_steps:
       with report_progress.timed('eval'):
-        eval_metrics = evaluate(
-            p_eval_step, state, pipeline.eval_batches(builder, config), par)
+        eval_metrics = evaluate(p_eval_step, state, eval_batches, par)
       eval_metrics = {f'val_{k}': v for k, v in eval_metrics.items()}
       eval_metrics['epoch'] = step / steps_per_epoch
       writer.write_scalars(step, eval_metrics)

@@ -142,44 +142,49 @@ def _batch_map(pointwise_fn):
   return lambda batch: {**batch, 'image': pointwise_fn(batch['image'], no_seed)}
 
 
-def num_eval_batches(builder, config, split='validation'):
-  """Batches per process in one pass (the same on every process)."""
-  local_batch_size = config.batch_size // jax.process_count()
-  total = builder.info.splits[split].num_examples
-  num_batches = math.ceil(
-      math.ceil(total / jax.process_count()) / local_batch_size)
-  if config.steps_per_eval > 0:
-    return min(num_batches, config.steps_per_eval)
-  return num_batches
+class EvalBatches:
+  """This process's batches over a whole split, each with a `mask`; iterable again.
 
+  The dataset (and its cache of decoded images) is built once, so a
+  validation pass per epoch decodes the split only the first time.
+  """
 
-def eval_batches(builder, config, split='validation'):
-  """This process's batches over the whole split, each with a `mask`."""
-  local_batch_size = config.batch_size // jax.process_count()
-  num_batches = num_eval_batches(builder, config, split)
-  per_image_fn, pointwise_fn = preprocess.split_for_config(config, train=False)
-  no_seed = tf.zeros([2], tf.int32)
-  ds = _decoded(builder, split, cache=config.input.cache).map(
-      lambda ex: {'image': per_image_fn(ex['image'], no_seed),
-                  'label': ex['label']},
-      num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(local_batch_size).map(_batch_map(pointwise_fn),
-                                      num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.prefetch(tf.data.AUTOTUNE)
+  def __init__(self, builder, config, split='validation'):
+    self._batch_size = config.batch_size // jax.process_count()
+    total = builder.info.splits[split].num_examples
+    self._num_batches = math.ceil(
+        math.ceil(total / jax.process_count()) / self._batch_size)
+    if config.steps_per_eval > 0:
+      self._num_batches = min(self._num_batches, config.steps_per_eval)
+    per_image_fn, pointwise_fn = preprocess.split_for_config(config, train=False)
+    no_seed = tf.zeros([2], tf.int32)
+    ds = _decoded(builder, split, cache=config.input.cache).map(
+        lambda ex: {'image': per_image_fn(ex['image'], no_seed),
+                    'label': ex['label']},
+        num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(self._batch_size).map(_batch_map(pointwise_fn),
+                                        num_parallel_calls=tf.data.AUTOTUNE)
+    self._dataset = ds.prefetch(tf.data.AUTOTUNE)
 
-  template = None
-  batches = ds.as_numpy_iterator()
-  for _ in range(num_batches):
-    batch = next(batches, None)
-    if batch is None:  # This process ran out before the others.
-      batch = {k: v[:0] for k, v in template.items()}
-    template = batch
-    yield _pad(batch, local_batch_size)
+  def __len__(self):
+    """The same on every process, so collective steps stay in lockstep."""
+    return self._num_batches
+
+  def __iter__(self):
+    template = None
+    batches = self._dataset.as_numpy_iterator()
+    for _ in range(self._num_batches):
+      batch = next(batches, None)
+      if batch is None:  # This process ran out before the others.
+        batch = {k: v[:0] for k, v in template.items()}
+      template = batch
+      yield _pad(batch, self._batch_size)
 
 
 def _pad(batch, size):
   count = len(batch['label'])
-  padded = {k: np.concatenate([v, np.zeros((size - count,) + v.shape[1:], v.dtype)])
-            for k, v in batch.items()}
-  padded['mask'] = np.arange(size) < count
-  return padded
+  if count < size:
+    batch = {k: np.concatenate([v, np.zeros((size - count,) + v.shape[1:],
+                                            v.dtype)])
+             for k, v in batch.items()}
+  return {**batch, 'mask': np.arange(size) < count}

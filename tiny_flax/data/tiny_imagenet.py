@@ -120,9 +120,8 @@ def _local_source(manual_dir):
                 os.path.join(manual_dir, ROOT)]
   for candidate in candidates:
     if os.path.exists(candidate):
-      source = _Source(candidate if candidate.endswith('.zip')
-                       else os.path.dirname(candidate))
-      return source
+      return _Source(candidate if candidate.endswith('.zip')
+                     else os.path.dirname(candidate))
   return None
 
 
