@@ -111,7 +111,7 @@ def measure_tiny_flax(name, batch_size, size, optimizer, learning_rate, half,
   train_step = par.compile(functools.partial(
       steps.train_step, dropout_key=jax.random.key(0)), donate_state=True)
   start = time.perf_counter()
-  train_step = train_step.lower(state, batch).compile()
+  train_step = train_step.compile(state, batch)
   compile_s = time.perf_counter() - start
   holder = [state]
 

@@ -31,7 +31,8 @@ def _ours(x, w, stride, padding, groups):
     (8, 3, 12, 12, 1, 1, 12),    # depthwise: shifted slices
     (9, 3, 12, 12, 2, 1, 12),    # strided depthwise, odd size
     (2, 3, 16, 24, 1, 1, 1),     # 2x2 output: im2col
-    (4, 3, 16, 24, 2, 1, 1),     # strided 3x3: im2col
+    (4, 3, 16, 24, 2, 1, 1),     # strided 3x3 to 2x2: im2col
+    (5, 3, 16, 24, 2, 1, 1),     # strided 3x3 to 3x3: XLA's convolution
     (8, 3, 8, 8, 1, 1, 1),       # 8x8 output: XLA's convolution
     (16, 7, 3, 8, 2, 3, 1),      # stem: XLA's convolution
 ])
@@ -50,10 +51,12 @@ def test_conv_forms_match_lax(size, kernel, cin, cout, stride, padding, groups):
 
 
 @pytest.mark.parametrize('size, window, stride, padding', [
-    (32, 3, 2, 1), (55, 3, 2, 0), (7, 3, 2, 0)])
-def test_max_pool_matches_reduce_window(size, window, stride, padding):
-  x = jnp.asarray(np.random.default_rng(size).normal(size=(2, size, size, 4)),
-                  jnp.float32)
+    (32, 3, 2, 1), (55, 3, 2, 0), (7, 3, 2, 0), (8, 2, 2, 0), (9, 3, 1, 1)])
+@pytest.mark.parametrize('ties', [False, True])
+def test_max_pool_matches_reduce_window(size, window, stride, padding, ties):
+  """Values and gradients; with ties the gradient goes to the first maximum."""
+  x = np.random.default_rng(size).normal(size=(2, size, size, 4))
+  x = jnp.asarray(np.maximum(np.round(x), 0) if ties else x, jnp.float32)
   reference = lambda x: nn.max_pool(x, (window, window), (stride, stride),
                                     ((padding, padding),) * 2)
   ours = lambda x: layers.max_pool(x, window, stride, padding)

@@ -95,3 +95,16 @@ def test_image_grid_tiles_and_rescales():
   # Image 7 sits in row 1, column 3, rescaled from [-3, 7] to [0, 1].
   np.testing.assert_allclose(grid[4:8, 18:24], (images[7] + 3) / 10)
   np.testing.assert_array_equal(grid[4:8, 12:18], (images[6] + 3) / 9)
+
+
+def test_cpu_compiler_options_are_known_to_this_jaxlib():
+  lowered = jax.jit(lambda x: x + 1).lower(np.ones(3))
+  compiled = lowered.compile(compiler_options=parallel.CPU_COMPILER_OPTIONS)
+  np.testing.assert_array_equal(compiled(np.ones(3)), 2)
+
+
+def test_compile_falls_back_when_jaxlib_lacks_an_option(monkeypatch):
+  monkeypatch.setattr(parallel, 'CPU_COMPILER_OPTIONS',
+                      {'xla_cpu_no_such_option': 'x'})
+  lowered = jax.jit(lambda x: x + 1).lower(np.ones(3))
+  np.testing.assert_array_equal(parallel.compile_lowered(lowered)(np.ones(3)), 2)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from tiny_flax import checkpointing
 from tiny_flax import models
 from tiny_flax import optim
+from tiny_flax import parallel
 from tiny_flax import steps
 from tiny_flax.data import pipeline
 
@@ -25,4 +26,4 @@ def restore(config, workdir, which='best'):
     checkpoints.close()
 
 
-logits = jax.jit(steps.logits_step)
+logits = parallel.CompiledOnFirstCall(jax.jit(steps.logits_step))

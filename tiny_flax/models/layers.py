@@ -31,13 +31,13 @@ def torch_default_bias_init(fan_in):
 # XLA:CPU runs some convolutions far slower than an equivalent formulation
 # (measured in docs/performance.md); `conv_general_dilated` picks the form per
 # shape at trace time, on CPU only:
-# - 1x1 kernels: a matmul (1.2-4.6x faster, forward and backward);
-# - depthwise kernels (ShuffleNet): a sum of shifted slices (10-20x);
-# - strided 3x3 kernels, and outputs of at most IM2COL_MAX_OUTPUT_PIXELS
-#   pixels (ResNet's last stages at 64x64 input): the kernel taps' slices
-#   concatenated, times the kernel as a matrix (1.5-70x). Large strided
-#   kernels (the 7x7 and 11x11 stems) stay with XLA's convolution.
-IM2COL_MAX_OUTPUT_PIXELS = 16
+# - 1x1 kernels: a matmul (1.2-1.7x faster, forward and backward);
+# - depthwise kernels (ShuffleNet): a sum of shifted slices (6x);
+# - outputs of at most IM2COL_MAX_OUTPUT_PIXELS pixels (ResNet's last stage
+#   at 64x64 input): the kernel taps' slices concatenated, times the kernel as
+#   a matrix (30-75x). On larger outputs XLA's convolution is as fast or
+#   faster.
+IM2COL_MAX_OUTPUT_PIXELS = 4
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
@@ -89,9 +89,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       taps = (x * rhs[i, j, 0] for (i, j), x in _strided_windows(
           lhs, kernel_h, kernel_w, window_strides, padding))
       return functools.reduce(jnp.add, taps)
-    strided_3x3 = max(window_strides) > 1 and kernel_h * kernel_w <= 9
-    if feature_group_count == 1 and (strided_3x3 or _output_pixels(
-        lhs, rhs, window_strides, padding) <= IM2COL_MAX_OUTPUT_PIXELS):
+    if feature_group_count == 1 and _output_pixels(
+        lhs, rhs, window_strides, padding) <= IM2COL_MAX_OUTPUT_PIXELS:
       return _conv_as_im2col_matmul(lhs, rhs, window_strides, padding,
                                     precision)
   return lax.conv_general_dilated(
@@ -103,17 +102,81 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 def max_pool(x, window, stride, padding=0):
   """torch.nn.MaxPool2d (floor mode) on NHWC.
 
-  On CPU it is a maximum over the window's strided slices: XLA:CPU's gradient
-  of reduce_window (select-and-scatter) is about 6x slower. Gradients differ
-  only on exact ties, which after ReLU are zeros that get no gradient anyway.
+  On CPU it is written out (`_max_pool_cpu`): XLA:CPU's gradient of
+  reduce_window (select-and-scatter) is about 6x slower.
   """
   if jax.default_backend() != 'cpu':
     return nn.max_pool(x, (window, window), (stride, stride),
                        ((padding, padding), (padding, padding)))
-  windows = (w for _, w in _strided_windows(
-      x, window, window, (stride, stride), ((padding, padding),) * 2,
-      pad_value=-jnp.inf))
-  return functools.reduce(jnp.maximum, windows)
+  return _max_pool_cpu(x, window, stride, padding)
+
+
+def _pool_grid(size, window, stride, padding):
+  """Output size, and rows of the stride-phase grid that covers every window."""
+  out = (size + 2 * padding - window) // stride + 1
+  return out, out + (window - 1) // stride
+
+
+def _pool_taps(x, window, stride, padding):
+  """Each window position's values, as unit-stride slices of phase arrays.
+
+  The padded input is viewed as (n, rows, stride, cols, stride, c), so that
+  tap (i, j) of every window is one contiguous block: phase (i % stride,
+  j % stride), offset (i // stride, j // stride). Strided slices would make
+  XLA:CPU's gradient a slow loop full of index arithmetic.
+  """
+  n, h, w, c = x.shape
+  out_h, rows = _pool_grid(h, window, stride, padding)
+  out_w, cols = _pool_grid(w, window, stride, padding)
+  x = lax.pad(x, jnp.array(-jnp.inf, x.dtype), (
+      (0, 0, 0), (padding, stride * rows - h - padding, 0),
+      (padding, stride * cols - w - padding, 0), (0, 0, 0)))
+  x = x.reshape(n, rows, stride, cols, stride, c)
+  for i in range(window):
+    for j in range(window):
+      yield x[:, i // stride:i // stride + out_h, i % stride,
+              j // stride:j // stride + out_w, j % stride]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_cpu(x, window, stride, padding):
+  return _max_pool_cpu_forward(x, window, stride, padding)[0]
+
+
+def _max_pool_cpu_forward(x, window, stride, padding):
+  taps = list(_pool_taps(x, window, stride, padding))
+  pooled = functools.reduce(jnp.maximum, taps)
+  # As torch: the gradient goes to the first maximum in the window.
+  first = jnp.full(pooled.shape, len(taps), jnp.int8)
+  for index in reversed(range(len(taps))):
+    first = jnp.where(taps[index] == pooled, jnp.int8(index), first)
+  return pooled, (first, x.shape)
+
+
+def _max_pool_cpu_backward(window, stride, padding, residuals, grad):
+  first, (n, h, w, c) = residuals
+  out_h, rows = _pool_grid(h, window, stride, padding)
+  out_w, cols = _pool_grid(w, window, stride, padding)
+  zero = jnp.zeros((), grad.dtype)
+  phases = {}
+  for index in range(window * window):
+    i, j = divmod(index, window)
+    offset_i, offset_j = i // stride, j // stride
+    routed = lax.pad(jnp.where(first == index, grad, zero), zero, (
+        (0, 0, 0), (offset_i, rows - out_h - offset_i, 0),
+        (offset_j, cols - out_w - offset_j, 0), (0, 0, 0)))
+    key = i % stride, j % stride
+    phases[key] = phases[key] + routed if key in phases else routed
+  empty = jnp.zeros((n, rows, cols, c), grad.dtype)
+  grid = jnp.stack([
+      jnp.stack([phases.get((a, b), empty) for b in range(stride)], axis=3)
+      for a in range(stride)], axis=2).reshape(n, rows * stride, cols * stride, c)
+  return (lax.pad(grid, zero, (
+      (0, 0, 0), (-padding, h + padding - rows * stride, 0),
+      (-padding, w + padding - cols * stride, 0), (0, 0, 0))),)
+
+
+_max_pool_cpu.defvjp(_max_pool_cpu_forward, _max_pool_cpu_backward)
 
 
 def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0,
