@@ -52,6 +52,17 @@ def _strided_windows(x, kernel_h, kernel_w, strides, padding, pad_value=0.0):
                       j:j + strides[1] * (out_w - 1) + 1:strides[1]]
 
 
+def _pixels_times_matrix(x, matrix, precision):
+  """x (..., k) @ matrix (k, n), as one 2-D matmul.
+
+  On 4-D operands XLA:CPU transposes the whole activation gradient to form
+  the kernel gradient (a slow copy: ResNet50's step spent 150 ms in them);
+  on 2-D ones it contracts in place.
+  """
+  flat = jnp.matmul(x.reshape(-1, x.shape[-1]), matrix, precision=precision)
+  return flat.reshape(x.shape[:-1] + matrix.shape[-1:])
+
+
 def _conv_as_im2col_matmul(lhs, rhs, strides, padding, precision):
   kernel_h, kernel_w, in_channels, out_channels = rhs.shape
   columns = jnp.concatenate(
@@ -59,7 +70,7 @@ def _conv_as_im2col_matmul(lhs, rhs, strides, padding, precision):
                                       padding)], axis=-1)
   # Columns are ordered (row, column, channel), as the HWIO kernel's rows.
   matrix = rhs.reshape(kernel_h * kernel_w * in_channels, out_channels)
-  return jnp.matmul(columns, matrix, precision=precision)
+  return _pixels_times_matrix(columns, matrix, precision)
 
 
 def _output_pixels(lhs, rhs, strides, padding):
@@ -84,7 +95,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     padding = tuple(tuple(p) for p in padding)
     if kernel_h == kernel_w == 1 and feature_group_count == 1:
       (_, x), = _strided_windows(lhs, 1, 1, window_strides, padding)
-      return jnp.matmul(x, rhs[0, 0], precision=precision)
+      return _pixels_times_matrix(x, rhs[0, 0], precision)
     if group_in == 1 and feature_group_count == lhs.shape[-1] == out_channels:
       taps = (x * rhs[i, j, 0] for (i, j), x in _strided_windows(
           lhs, kernel_h, kernel_w, window_strides, padding))
