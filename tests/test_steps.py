@@ -108,3 +108,9 @@ def test_compile_falls_back_when_jaxlib_lacks_an_option(monkeypatch):
                       {'xla_cpu_no_such_option': 'x'})
   lowered = jax.jit(lambda x: x + 1).lower(np.ones(3))
   np.testing.assert_array_equal(parallel.compile_lowered(lowered)(np.ones(3)), 2)
+
+
+def test_compiled_on_first_call_takes_python_scalars():
+  scaled = parallel.CompiledOnFirstCall(jax.jit(lambda x, factor: x * factor))
+  np.testing.assert_array_equal(scaled(np.ones(2), 3), [3, 3])
+  np.testing.assert_array_equal(scaled(np.ones(3), 2.5), [2.5, 2.5, 2.5])

@@ -63,7 +63,8 @@ class CompiledOnFirstCall:
 
   def __call__(self, *args):
     leaves, treedef = jax.tree.flatten(args)
-    signature = (treedef, tuple((x.shape, x.dtype) for x in leaves))
+    signature = (treedef, tuple(
+        (np.shape(x), getattr(x, 'dtype', type(x))) for x in leaves))
     if signature not in self._executables:
       self._executables[signature] = self.compile(*args)
     return self._executables[signature](*args)
