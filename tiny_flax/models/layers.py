@@ -122,26 +122,29 @@ def max_pool(x, window, stride, padding=0):
   return _max_pool_cpu(x, window, stride, padding)
 
 
-def _pool_grid(size, window, stride, padding):
-  """Output size, and rows of the stride-phase grid that covers every window."""
-  out = (size + 2 * padding - window) // stride + 1
-  return out, out + (window - 1) // stride
-
-
-def _pool_taps(x, window, stride, padding):
-  """Each window position's values, as unit-stride slices of phase arrays.
+def _pool_phases(shape, window, stride, padding):
+  """Output size, phase-grid size and the padding that makes the grid.
 
   The padded input is viewed as (n, rows, stride, cols, stride, c), so that
   tap (i, j) of every window is one contiguous block: phase (i % stride,
   j % stride), offset (i // stride, j // stride). Strided slices would make
-  XLA:CPU's gradient a slow loop full of index arithmetic.
+  XLA:CPU's gradient a slow loop full of index arithmetic. The padding's high
+  side is negative where the grid drops input rows no window reads.
   """
-  n, h, w, c = x.shape
-  out_h, rows = _pool_grid(h, window, stride, padding)
-  out_w, cols = _pool_grid(w, window, stride, padding)
-  x = lax.pad(x, jnp.array(-jnp.inf, x.dtype), (
-      (0, 0, 0), (padding, stride * rows - h - padding, 0),
-      (padding, stride * cols - w - padding, 0), (0, 0, 0)))
+  def axis(size):
+    out = (size + 2 * padding - window) // stride + 1
+    rows = out + (window - 1) // stride
+    return out, rows, (padding, stride * rows - size - padding, 0)
+  (out_h, rows, pad_h), (out_w, cols, pad_w) = axis(shape[1]), axis(shape[2])
+  return (out_h, out_w), (rows, cols), ((0, 0, 0), pad_h, pad_w, (0, 0, 0))
+
+
+def _pool_taps(x, window, stride, padding):
+  """Each window position's values, as unit-stride slices of phase arrays."""
+  n, _, _, c = x.shape
+  (out_h, out_w), (rows, cols), pads = _pool_phases(
+      x.shape, window, stride, padding)
+  x = lax.pad(x, jnp.array(-jnp.inf, x.dtype), pads)
   x = x.reshape(n, rows, stride, cols, stride, c)
   for i in range(window):
     for j in range(window):
@@ -165,9 +168,11 @@ def _max_pool_cpu_forward(x, window, stride, padding):
 
 
 def _max_pool_cpu_backward(window, stride, padding, residuals, grad):
-  first, (n, h, w, c) = residuals
-  out_h, rows = _pool_grid(h, window, stride, padding)
-  out_w, cols = _pool_grid(w, window, stride, padding)
+  """Routes each window's gradient to its first maximum, phase by phase."""
+  first, shape = residuals
+  n, _, _, c = shape
+  (out_h, out_w), (rows, cols), pads = _pool_phases(
+      shape, window, stride, padding)
   zero = jnp.zeros((), grad.dtype)
   phases = {}
   for index in range(window * window):
@@ -182,9 +187,8 @@ def _max_pool_cpu_backward(window, stride, padding, residuals, grad):
   grid = jnp.stack([
       jnp.stack([phases.get((a, b), empty) for b in range(stride)], axis=3)
       for a in range(stride)], axis=2).reshape(n, rows * stride, cols * stride, c)
-  return (lax.pad(grid, zero, (
-      (0, 0, 0), (-padding, h + padding - rows * stride, 0),
-      (-padding, w + padding - cols * stride, 0), (0, 0, 0))),)
+  # The forward's padding, undone: pad's transpose is the opposite pad.
+  return (lax.pad(grid, zero, [(-low, -high, 0) for low, high, _ in pads]),)
 
 
 _max_pool_cpu.defvjp(_max_pool_cpu_forward, _max_pool_cpu_backward)
