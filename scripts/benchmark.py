@@ -3,17 +3,20 @@
     python -m scripts.benchmark --json=benchmark.json
     python -m scripts.benchmark --models=resnet18 --quick
 
-For each seed config (at its input size) on whatever JAX sees: images/s of
-one training step of tiny_flax and of the same torchvision model with the same
-batch, input size and optimizer (eager, and torch.compile with
---torch_compile), evaluation images/s, compile time, model FLOPs per image,
-the model FLOP utilisation against a matmul peak measured in this run (MFU),
-and peak memory. Data is synthetic and already on the device: this measures
-the step, not the input pipeline (see scripts/benchmark_input.py). Runs
-without TensorFlow, and without torch (then only tiny_flax is measured).
+For each seed config (configs/*.py: its training input size and optimizer)
+on whatever JAX sees: images/s of one training step of tiny_flax and of the
+same torchvision model with the same batch, input size and optimizer (eager,
+and torch.compile with --torch_compile), evaluation images/s, compile time,
+model FLOPs per image, the model FLOP utilisation against a matmul peak
+measured in this run (MFU), and peak memory. Data is synthetic and already on
+the device: this measures the step, not the input pipeline (for that see
+--resident and scripts/benchmark_input.py). Steps are dispatched back to back
+and synchronised once per measurement, as in training. Runs without
+TensorFlow, and without torch (then only tiny_flax is measured).
 """
 
 import functools
+import importlib
 import json
 import resource
 import time
@@ -22,22 +25,25 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
+from tiny_flax import device_preprocess
 from tiny_flax import models
 from tiny_flax import parallel
+from tiny_flax import resident_data
 from tiny_flax import steps
 
-# model -> (input size, optimizer, learning rate) of the seed configs.
-SEED_SETTINGS = {
-    'alexnet': (224, 'adam', 1e-3),
-    'resnet18': (64, 'sgd', 1e-3),
-    'resnet50': (64, 'sgd', 1e-3),
-    'shufflenet_v2_x1_0': (64, 'sgd', 1e-3),
+# model -> the module in configs/ holding its seed recipe.
+SEED_CONFIGS = {
+    'alexnet': 'alexnet',
+    'resnet18': 'resnet18',
+    'resnet50': 'resnet50',
+    'shufflenet_v2_x1_0': 'shufflenet_v2',
 }
+TINY_IMAGENET_SHAPE = (64, 64, 3)
+TINY_IMAGENET_TRAIN_SIZE = 100_000
 
-_MODELS = flags.DEFINE_list('models', list(SEED_SETTINGS), 'Models to measure.')
+_MODELS = flags.DEFINE_list('models', list(SEED_CONFIGS), 'Models to measure.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', None,
                                    'Global batch (default 64 on CPU, else 256).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', None,
@@ -51,32 +57,56 @@ _PARALLELISM = flags.DEFINE_enum('parallelism', 'pmap', parallel.KINDS,
 _TORCH = flags.DEFINE_bool('torch', True, 'Also measure PyTorch if installed.')
 _TORCH_COMPILE = flags.DEFINE_bool('torch_compile', False,
                                    'Also measure torch.compile (slow to build).')
-_JSON = flags.DEFINE_string('json', None, 'Write the results here.')
+_RESIDENT = flags.DEFINE_bool(
+    'resident', False,
+    'Also measure training from a uint8 split resident on the device, '
+    'augmented in the step by the seed recipe (config.input.on_device), fed '
+    'index batches by the host, and the share of time the device waits on it.')
+_RESIDENT_EXAMPLES = flags.DEFINE_integer(
+    'resident_examples', None,
+    f'Images in the resident split (default {TINY_IMAGENET_TRAIN_SIZE:,}, '
+    'Tiny ImageNet\'s; 1024 with --quick).')
+_JSON = flags.DEFINE_string('json', None,
+                            'Write the results here (after each measurement).')
 
 
-def _timed(run, steps):
-  """Seconds per call of `run` (which blocks until done), after one warm-up."""
-  run()
+def seed_config(name):
+  return importlib.import_module(f'configs.{SEED_CONFIGS[name]}').get_config()
+
+
+def train_image_shape(recipe):
+  """Shape of one image after the training recipe, traced without data."""
+  images = jax.ShapeDtypeStruct((1,) + TINY_IMAGENET_SHAPE, jnp.uint8)
+  return jax.eval_shape(device_preprocess.build(recipe), images,
+                        jax.random.key(0)).shape[1:]
+
+
+def _timed(step, sync, num_steps):
+  """Seconds per `step()`: one warm-up, then steps queued back to back."""
+  step()
+  sync()
   start = time.perf_counter()
-  for _ in range(steps):
-    run()
-  return (time.perf_counter() - start) / steps
+  for _ in range(num_steps):
+    step()
+  sync()
+  return (time.perf_counter() - start) / num_steps
 
 
-def matmul_peak_flops(dtype, steps):
-  """FLOP/s of a large square matmul: the denominator of MFU."""
+def matmul_peak_flops(dtype, num_steps):
+  """FLOP/s of a large square matmul on random data: the denominator of MFU."""
   n = 2048 if jax.default_backend() == 'cpu' else 8192
-  a = jnp.ones((n, n), dtype)
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   matmul = jax.jit(lambda x: x @ x)
-  seconds = _timed(lambda: matmul(a).block_until_ready(), steps)
+  out = []
+  seconds = _timed(lambda: out.append(matmul(a)),
+                   lambda: jax.block_until_ready(out), num_steps)
   return 2 * n**3 / seconds
 
 
 def forward_flops(module, variables, image_shape):
-  """XLA's FLOP count of one image's forward pass."""
+  """XLA's FLOP count of one image's forward pass (from the lowered HLO)."""
   apply = jax.jit(functools.partial(module.apply, train=False))
-  compiled = apply.lower(variables, jnp.zeros((1,) + image_shape)).compile()
-  analysis = compiled.cost_analysis()
+  analysis = apply.lower(variables, jnp.zeros((1,) + image_shape)).cost_analysis()
   if isinstance(analysis, list):
     analysis = analysis[0]
   return float(analysis.get('flops', float('nan')))
@@ -89,39 +119,48 @@ def peak_memory_gb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # host RSS
 
 
-def measure_tiny_flax(name, batch_size, size, optimizer, learning_rate, half,
-                      num_steps):
-  config = ml_collections.ConfigDict(dict(
-      seed=0, optimizer=optimizer, learning_rate=learning_rate, momentum=0.9,
-      nesterov=False, weight_decay=0.0))
-  dtype = jnp.bfloat16 if half else jnp.float32
-  module = models.create(name, 200, axis_name=steps.AXIS, dtype=dtype)
-  image_shape = (size, size, 3)
-  state = steps.create_train_state(config, module, image_shape, learning_rate)
+def _compiled_train_step(body, state, batch, *replicated):
+  """(executable, compile seconds) of `body` for these inputs."""
+  start = time.perf_counter()
+  executable = body.compile(state, batch, *replicated)
+  return executable, time.perf_counter() - start
+
+
+def _initial_state(config, name, image_shape, half, par):
+  module = models.create(name, 200, axis_name=steps.AXIS,
+                         dtype=jnp.bfloat16 if half else jnp.float32)
+  state = steps.create_train_state(config, module, image_shape,
+                                   config.learning_rate)
   flops = forward_flops(module, {'params': state.params,
                                  'batch_stats': state.batch_stats}, image_shape)
-  par = parallel.Parallel(_PARALLELISM.value)
-  par.check_batch_size(batch_size)
+  return par.replicate(state), flops
+
+
+def _train_step_body(config):
+  return functools.partial(steps.train_step, dropout_key=jax.random.key(0),
+                           label_smoothing=config.label_smoothing)
+
+
+def measure_tiny_flax(config, name, batch_size, image_shape, half, num_steps,
+                      par):
+  """Train and eval images/s on a synthetic float batch already on device."""
+  state, flops = _initial_state(config, name, image_shape, half, par)
   rng = np.random.default_rng(0)
   batch = par.shard_batch({
       'image': rng.normal(size=(batch_size,) + image_shape).astype(np.float32),
       'label': rng.integers(0, 200, batch_size).astype(np.int32),
       'mask': np.ones(batch_size, bool)})
-  state = par.replicate(state)
-  train_step = par.compile(functools.partial(
-      steps.train_step, dropout_key=jax.random.key(0)), donate_state=True)
-  start = time.perf_counter()
-  train_step = train_step.compile(state, batch)
-  compile_s = time.perf_counter() - start
-  holder = [state]
+  train_step, compile_s = _compiled_train_step(
+      par.compile(_train_step_body(config), donate_state=True), state, batch)
+  holder = [state, None]
 
-  def run_train():
-    holder[0], metrics = train_step(holder[0], batch)
-    jax.block_until_ready(metrics)
-  train_s = _timed(run_train, num_steps)
+  def step():
+    holder[0], holder[1] = train_step(holder[0], batch)
+  train_s = _timed(step, lambda: jax.block_until_ready(holder), num_steps)
   eval_step = par.compile(steps.eval_step)
-  eval_s = _timed(lambda: jax.block_until_ready(eval_step(holder[0], batch)),
-                  num_steps)
+  outputs = []
+  eval_s = _timed(lambda: outputs.append(eval_step(holder[0], batch)),
+                  lambda: jax.block_until_ready(outputs), num_steps)
   return {'tiny_flax_img_s': batch_size / train_s,
           'eval_img_s': batch_size / eval_s,
           'compile_s': compile_s,
@@ -130,34 +169,90 @@ def measure_tiny_flax(name, batch_size, size, optimizer, learning_rate, half,
           'peak_memory_gb': peak_memory_gb()}
 
 
-def measure_torch(name, batch_size, size, optimizer, learning_rate, half,
-                  num_steps, compiled):
+def measure_resident(config, name, batch_size, half, num_steps, par,
+                     num_examples):
+  """Training as with config.input.on_device: images/s and device idle share.
+
+  The loop is the trainer's: index batches from the host, prefetched, the step
+  gathering and augmenting its images, metrics merged on device. The idle
+  share compares it with the same executable re-run on one index batch
+  already on the device, which no host work can slow down.
+  """
+  if num_examples < batch_size:
+    raise app.UsageError(f'--resident_examples={num_examples} is less than one '
+                         f'batch ({batch_size}).')
+  image_shape = train_image_shape(config.input.train)
+  state, _ = _initial_state(config, name, image_shape, half, par)
+  rng = np.random.default_rng(0)
+  data = par.replicate({
+      'image': rng.integers(0, 256, (num_examples,) + TINY_IMAGENET_SHAPE,
+                            dtype=np.uint8),
+      'label': rng.integers(0, 200, num_examples).astype(np.int32)})
+  body = resident_data.augmenting(_train_step_body(config),
+                                  device_preprocess.build(config.input.train),
+                                  jax.random.key(1))
+  batches_per_epoch = num_examples // batch_size
+  batches = par.prefetch(resident_data.index_batches(
+      num_examples, batch_size // jax.process_count(), batches_per_epoch,
+      config.seed))
+  fixed = next(batches)
+  train_step, compile_s = _compiled_train_step(
+      par.compile(body, donate_state=True, replicated_inputs=1),
+      state, fixed, data)
+  holder = [state, None]
+
+  def device_step():
+    holder[0], _ = train_step(holder[0], fixed, data)
+
+  def trainer_step():
+    holder[0], metrics = train_step(holder[0], next(batches), data)
+    metrics = par.unreplicate(metrics)
+    holder[1] = metrics if holder[1] is None else holder[1].merge(metrics)
+
+  sync = lambda: jax.block_until_ready(holder)
+  device_s = _timed(device_step, sync, num_steps)
+  trainer_s = _timed(trainer_step, sync, num_steps)
+  return {'resident_img_s': batch_size / trainer_s,
+          'resident_device_img_s': batch_size / device_s,
+          'device_idle_share': max(0.0, 1 - device_s / trainer_s),
+          'resident_compile_s': compile_s,
+          'resident_examples': num_examples,
+          'peak_memory_gb': peak_memory_gb()}
+
+
+def measure_torch(config, name, batch_size, size, half, num_steps, compiled):
+  """Images/s of torchvision's model; on CUDA with channels_last and AMP."""
   import torch  # pylint: disable=g-import-not-at-top
   import torchvision  # pylint: disable=g-import-not-at-top
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  torch.backends.cudnn.benchmark = True
   model = getattr(torchvision.models, name)(num_classes=200).to(device)
   images = torch.randn(batch_size, 3, size, size, device=device)
   if device == 'cuda':  # the fast PyTorch setting the goals compare against
     model = model.to(memory_format=torch.channels_last)
     images = images.to(memory_format=torch.channels_last)
   labels = torch.randint(0, 200, (batch_size,), device=device)
-  opt = (torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
-         if optimizer == 'sgd' else
-         torch.optim.Adam(model.parameters(), lr=learning_rate))
-  loss_fn = torch.nn.CrossEntropyLoss()
+  opt = (torch.optim.SGD(model.parameters(), lr=config.learning_rate,
+                         momentum=config.momentum)
+         if config.optimizer == 'sgd' else
+         torch.optim.Adam(model.parameters(), lr=config.learning_rate))
+  loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
   forward = torch.compile(model) if compiled else model
   autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=half)
 
-  def run():
+  def step():
     opt.zero_grad(set_to_none=True)
     with autocast:
       loss = loss_fn(forward(images), labels)
     loss.backward()
     opt.step()
+
+  def sync():
     if device == 'cuda':
       torch.cuda.synchronize()
   model.train()
-  return batch_size / _timed(run, num_steps)
+  step()  # torch.compile builds here, outside the timed warm-up
+  return batch_size / _timed(step, sync, num_steps)
 
 
 def _torch_available():
@@ -169,6 +264,24 @@ def _torch_available():
     return False
 
 
+def print_table(results):
+  print('\n| model | input | tiny_flax img/s | torch img/s | ratio | '
+        'torch.compile img/s | ratio | eval img/s | compile s | GFLOPs/img | '
+        'MFU | resident img/s | device idle | peak GB |\n'
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+  for name, r in results.items():
+    def cell(key, fmt='{:.1f}'):
+      return fmt.format(r[key]) if key in r else '-'
+    print(f"| {name} | {r['image_size']} | {cell('tiny_flax_img_s')} | "
+          f"{cell('torch_img_s')} | {cell('ratio', '{:.2f}x')} | "
+          f"{cell('torch_compile_img_s')} | "
+          f"{cell('compile_ratio', '{:.2f}x')} | {cell('eval_img_s')} | "
+          f"{cell('compile_s')} | {cell('gflops_per_img', '{:.3f}')} | "
+          f"{cell('mfu', '{:.1%}')} | {cell('resident_img_s')} | "
+          f"{cell('device_idle_share', '{:.1%}')} | "
+          f"{cell('peak_memory_gb', '{:.2f}')} |")
+
+
 def main(argv):
   del argv
   on_cpu = jax.default_backend() == 'cpu'
@@ -176,45 +289,49 @@ def main(argv):
   half = (not on_cpu) if _HALF.value is None else _HALF.value
   num_steps = 2 if _QUICK.value else _STEPS.value
   use_torch = _TORCH.value and _torch_available()
+  par = parallel.Parallel(_PARALLELISM.value)
+  par.check_batch_size(batch_size)
   peak = matmul_peak_flops(jnp.bfloat16 if half else jnp.float32,
                            2 if _QUICK.value else 10)
-  print(f'{jax.devices()}, batch {batch_size}, '
+  print(f'{jax.devices()}, jax {jax.__version__}, batch {batch_size}, '
         f'{"bf16" if half else "float32"}, matmul peak {peak / 1e12:.2f} TFLOP/s',
         flush=True)
   results = {}
-  for name in _MODELS.value:
-    size, optimizer, learning_rate = SEED_SETTINGS[name]
-    size = _IMAGE_SIZE.value or size
-    result = measure_tiny_flax(name, batch_size, size, optimizer,
-                               learning_rate, half, num_steps)
-    result['image_size'] = size
-    result['mfu'] = result['train_tflop_s'] * 1e12 / peak
-    if use_torch:
-      result['torch_img_s'] = measure_torch(name, batch_size, size, optimizer,
-                                            learning_rate, half, num_steps,
-                                            compiled=False)
-      result['ratio'] = result['tiny_flax_img_s'] / result['torch_img_s']
-      if _TORCH_COMPILE.value:
-        result['torch_compile_img_s'] = measure_torch(
-            name, batch_size, size, optimizer, learning_rate, half, num_steps,
-            compiled=True)
-    results[name] = result
-    print(json.dumps({name: result}), flush=True)
 
-  print('\n| model | input | tiny_flax img/s | torch img/s | ratio | '
-        'torch.compile img/s | eval img/s | compile s | GFLOPs/img | MFU | '
-        'peak GB |\n|---|---|---|---|---|---|---|---|---|---|---|')
-  for name, r in results.items():
-    def cell(key, fmt='{:.1f}'):
-      return fmt.format(r[key]) if key in r else '-'
-    print(f"| {name} | {r['image_size']} | {cell('tiny_flax_img_s')} | "
-          f"{cell('torch_img_s')} | {cell('ratio', '{:.2f}x')} | "
-          f"{cell('torch_compile_img_s')} | {cell('eval_img_s')} | "
-          f"{cell('compile_s')} | {cell('gflops_per_img', '{:.3f}')} | "
-          f"{cell('mfu', '{:.1%}')} | {cell('peak_memory_gb', '{:.2f}')} |")
-  if _JSON.value:
-    with open(_JSON.value, 'w') as f:
-      json.dump(results, f, indent=2)
+  def record(name, result):
+    results.setdefault(name, {}).update(result)
+    print(json.dumps({name: result}), flush=True)
+    if _JSON.value:
+      with open(_JSON.value, 'w') as f:
+        json.dump(results, f, indent=2)
+
+  for name in _MODELS.value:
+    config = seed_config(name)
+    image_shape = train_image_shape(config.input.train)
+    if _IMAGE_SIZE.value:
+      image_shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, image_shape[-1])
+    result = measure_tiny_flax(config, name, batch_size, image_shape, half,
+                               num_steps, par)
+    result['image_size'] = image_shape[0]
+    result['mfu'] = result['train_tflop_s'] * 1e12 / peak
+    result['matmul_peak_tflop_s'] = peak / 1e12
+    record(name, result)
+    if use_torch:
+      torch_img_s = measure_torch(config, name, batch_size, image_shape[0],
+                                  half, num_steps, compiled=False)
+      record(name, {'torch_img_s': torch_img_s,
+                    'ratio': result['tiny_flax_img_s'] / torch_img_s})
+    if _RESIDENT.value:
+      examples = _RESIDENT_EXAMPLES.value or (
+          1024 if _QUICK.value else TINY_IMAGENET_TRAIN_SIZE)
+      record(name, measure_resident(config, name, batch_size, half, num_steps,
+                                    par, examples))
+    if use_torch and _TORCH_COMPILE.value:
+      compiled_img_s = measure_torch(config, name, batch_size, image_shape[0],
+                                     half, num_steps, compiled=True)
+      record(name, {'torch_compile_img_s': compiled_img_s,
+                    'compile_ratio': result['tiny_flax_img_s'] / compiled_img_s})
+  print_table(results)
 
 
 if __name__ == '__main__':

@@ -137,6 +137,14 @@ def test_unreadable_pretrained_file(tmp_path, bad):
     models.load_torchvision('resnet18', str(path))
 
 
+def test_alexnet_names_its_smallest_input():
+  module = models.create('alexnet', 200)
+  x = jnp.zeros((1, alexnet.MIN_INPUT_SIZE, alexnet.MIN_INPUT_SIZE, 3))
+  assert module.init(jax.random.key(0), x)['params']
+  with pytest.raises(errors.UserError, match='at least 63x63.*got 62x70'):
+    module.init(jax.random.key(0), jnp.zeros((1, 62, 70, 3)))
+
+
 def test_unknown_model_lists_the_known_ones():
   with pytest.raises(errors.UserError, match='alexnet.*resnet18.*shufflenet'):
     models.create('vgg16', 200)

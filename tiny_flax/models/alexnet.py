@@ -12,9 +12,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from tiny_flax import errors
 from tiny_flax.models import layers
 
 POOLED = 6
+# Smaller inputs leave no pixel for the third max pool (torch fails there too).
+MIN_INPUT_SIZE = 63
 
 
 def adaptive_pool_matrix(size, bins):
@@ -45,6 +48,11 @@ class AlexNet(nn.Module):
   def __call__(self, x, train: bool = False):
     conv = functools.partial(layers.conv2d, dtype=self.dtype)
     pool = functools.partial(layers.max_pool, window=3, stride=2)
+    if min(x.shape[1:3]) < MIN_INPUT_SIZE:
+      raise errors.UserError(
+          f'AlexNet needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} '
+          f'pixels, got {x.shape[1]}x{x.shape[2]}: raise the crop or resize '
+          'size in config.input.')
     x = x.astype(self.dtype)
     x = pool(nn.relu(conv(3, 64, 11, 4, 2, name='features_0')(x)))
     x = pool(nn.relu(conv(64, 192, 5, 1, 2, name='features_3')(x)))

@@ -1,0 +1,41 @@
+#!/bin/bash
+# The accelerator table of docs/performance.md, in one call on a GPU machine:
+#
+#     bash scripts/benchmark_gpu.sh OUT_DIR
+#
+# Per seed model, in its own process (so that peak memory is the model's):
+# tiny_flax bf16 against PyTorch AMP + channels_last, eager and torch.compile,
+# and training from the split resident on the device with the device's idle
+# share; then ResNet50 at 224x224 for MFU. Each process has a time limit and
+# writes its JSON after every measurement, so a slow torch.compile costs only
+# its own column. Needs no TensorFlow.
+set -u
+out=${1:?usage: bash scripts/benchmark_gpu.sh OUT_DIR}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+# JAX preallocates 75% of the GPU by default; leave torch room in the same process.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}
+python=${PYTHON:-python3}
+limit=${MODEL_TIME_LIMIT_S:-110}
+# e.g. BENCHMARK_FLAGS='--quick --batch_size=8' to check this script on a CPU.
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  "$python" -c 'import sys, jax, jaxlib, flax, optax, torch, torchvision
+print("python", sys.version.split()[0], "jax", jax.__version__, "jaxlib",
+      jaxlib.__version__, "flax", flax.__version__, "optax", optax.__version__,
+      "torch", torch.__version__, "torchvision", torchvision.__version__)
+print(jax.devices())'
+} 2>&1 | tee "$out/versions.txt"
+
+for model in resnet18 shufflenet_v2_x1_0 resnet50 alexnet; do
+  timeout "$limit" "$python" -m scripts.benchmark --models="$model" --steps=50 \
+    --resident --torch_compile --json="$out/$model.json" ${BENCHMARK_FLAGS:-} 2>&1 | tee -a "$out/log.txt"
+  if [ "$model" = resnet18 ] && ! grep -q tiny_flax_img_s "$out/$model.json" 2>/dev/null; then
+    echo "The first model failed; not running the others." >&2
+    exit 1
+  fi
+done
+timeout "$limit" "$python" -m scripts.benchmark --models=resnet50 --image_size=224 \
+  --steps=30 --json="$out/resnet50_224.json" ${BENCHMARK_FLAGS:-} 2>&1 | tee -a "$out/log.txt"
