@@ -18,12 +18,14 @@ TensorFlow, and without torch (then only tiny_flax is measured).
 import functools
 import importlib
 import json
+import math
 import resource
 import time
 
 from absl import app
 from absl import flags
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -54,6 +56,8 @@ _HALF = flags.DEFINE_bool('half_precision', None,
                           'bf16 compute (default: on accelerators).')
 _PARALLELISM = flags.DEFINE_enum('parallelism', 'pmap', parallel.KINDS,
                                  'Parallel wrapper of the train step.')
+_STEP = flags.DEFINE_bool('step', True, 'Measure train/eval steps on a synthetic '
+                          'batch (--nostep: only what --resident measures).')
 _TORCH = flags.DEFINE_bool('torch', True, 'Also measure PyTorch if installed.')
 _TORCH_COMPILE = flags.DEFINE_bool('torch_compile', False,
                                    'Also measure torch.compile (slow to build).')
@@ -103,13 +107,37 @@ def matmul_peak_flops(dtype, num_steps):
   return 2 * n**3 / seconds
 
 
+def matmul_flops(jaxpr):
+  """FLOPs (2 per multiply-add) of the dots and convolutions in `jaxpr`.
+
+  Read off the program rather than from XLA's cost analysis, which GPU
+  backends leave empty or count without cuDNN's convolutions.
+  """
+  flops = 0
+  for eqn in jaxpr.eqns:
+    outputs = math.prod(eqn.outvars[0].aval.shape)
+    if eqn.primitive.name == 'dot_general':
+      (contracting, _), _ = eqn.params['dimension_numbers']
+      lhs = eqn.invars[0].aval.shape
+      flops += 2 * outputs * math.prod(lhs[d] for d in contracting)
+    elif eqn.primitive.name == 'conv_general_dilated':
+      kernel = eqn.invars[1].aval.shape
+      rhs_spec = eqn.params['dimension_numbers'].rhs_spec  # (out, in, *window)
+      flops += 2 * outputs * math.prod(kernel[d] for d in rhs_spec[1:])
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          sub = sub.jaxpr
+        if isinstance(sub, jax.extend.core.Jaxpr):
+          flops += matmul_flops(sub)
+  return flops
+
+
 def forward_flops(module, variables, image_shape):
-  """XLA's FLOP count of one image's forward pass (from the lowered HLO)."""
-  apply = jax.jit(functools.partial(module.apply, train=False))
-  analysis = apply.lower(variables, jnp.zeros((1,) + image_shape)).cost_analysis()
-  if isinstance(analysis, list):
-    analysis = analysis[0]
-  return float(analysis.get('flops', float('nan')))
+  """Dot and convolution FLOPs of one image's forward pass."""
+  apply = functools.partial(module.apply, train=False)
+  return matmul_flops(jax.make_jaxpr(apply)(
+      variables, jnp.zeros((1,) + image_shape)).jaxpr)
 
 
 def peak_memory_gb():
@@ -126,14 +154,11 @@ def _compiled_train_step(body, state, batch, *replicated):
   return executable, time.perf_counter() - start
 
 
-def _initial_state(config, name, image_shape, half, par):
+def _initial_state(config, name, image_shape, half):
   module = models.create(name, 200, axis_name=steps.AXIS,
                          dtype=jnp.bfloat16 if half else jnp.float32)
-  state = steps.create_train_state(config, module, image_shape,
-                                   config.learning_rate)
-  flops = forward_flops(module, {'params': state.params,
-                                 'batch_stats': state.batch_stats}, image_shape)
-  return par.replicate(state), flops
+  return module, steps.create_train_state(config, module, image_shape,
+                                          config.learning_rate)
 
 
 def _train_step_body(config):
@@ -144,7 +169,10 @@ def _train_step_body(config):
 def measure_tiny_flax(config, name, batch_size, image_shape, half, num_steps,
                       par):
   """Train and eval images/s on a synthetic float batch already on device."""
-  state, flops = _initial_state(config, name, image_shape, half, par)
+  module, state = _initial_state(config, name, image_shape, half)
+  flops = forward_flops(module, {'params': state.params,
+                                 'batch_stats': state.batch_stats}, image_shape)
+  state = par.replicate(state)
   rng = np.random.default_rng(0)
   batch = par.shard_batch({
       'image': rng.normal(size=(batch_size,) + image_shape).astype(np.float32),
@@ -174,7 +202,8 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
   """Training as with config.input.on_device: images/s and device idle share.
 
   The loop is the trainer's: index batches from the host, prefetched, the step
-  gathering and augmenting its images, metrics merged on device. The idle
+  gathering and augmenting its images, metrics merged on device every
+  config.log_every_steps. The idle
   share compares it with the same executable re-run on one index batch
   already on the device, which no host work can slow down.
   """
@@ -182,7 +211,8 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
     raise app.UsageError(f'--resident_examples={num_examples} is less than one '
                          f'batch ({batch_size}).')
   image_shape = train_image_shape(config.input.train)
-  state, _ = _initial_state(config, name, image_shape, half, par)
+  _, state = _initial_state(config, name, image_shape, half)
+  state = par.replicate(state)
   rng = np.random.default_rng(0)
   data = par.replicate({
       'image': rng.integers(0, 256, (num_examples,) + TINY_IMAGENET_SHAPE,
@@ -200,14 +230,17 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
       par.compile(body, donate_state=True, replicated_inputs=1),
       state, fixed, data)
   holder = [state, None]
+  collected = []
 
   def device_step():
     holder[0], _ = train_step(holder[0], fixed, data)
 
   def trainer_step():
     holder[0], metrics = train_step(holder[0], next(batches), data)
-    metrics = par.unreplicate(metrics)
-    holder[1] = metrics if holder[1] is None else holder[1].merge(metrics)
+    collected.append(metrics)
+    if len(collected) == config.log_every_steps:
+      holder[1] = par.merge_metrics(collected)
+      collected.clear()
 
   sync = lambda: jax.block_until_ready(holder)
   device_s = _timed(device_step, sync, num_steps)
@@ -310,27 +343,29 @@ def main(argv):
     image_shape = train_image_shape(config.input.train)
     if _IMAGE_SIZE.value:
       image_shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, image_shape[-1])
-    result = measure_tiny_flax(config, name, batch_size, image_shape, half,
-                               num_steps, par)
-    result['image_size'] = image_shape[0]
-    result['mfu'] = result['train_tflop_s'] * 1e12 / peak
-    result['matmul_peak_tflop_s'] = peak / 1e12
-    record(name, result)
-    if use_torch:
+    record(name, {'image_size': image_shape[0]})
+    if _STEP.value:
+      result = measure_tiny_flax(config, name, batch_size, image_shape, half,
+                                 num_steps, par)
+      result['mfu'] = result['train_tflop_s'] * 1e12 / peak
+      result['matmul_peak_tflop_s'] = peak / 1e12
+      record(name, result)
+    if _STEP.value and use_torch:
       torch_img_s = measure_torch(config, name, batch_size, image_shape[0],
                                   half, num_steps, compiled=False)
       record(name, {'torch_img_s': torch_img_s,
-                    'ratio': result['tiny_flax_img_s'] / torch_img_s})
+                    'ratio': results[name]['tiny_flax_img_s'] / torch_img_s})
     if _RESIDENT.value:
       examples = _RESIDENT_EXAMPLES.value or (
           1024 if _QUICK.value else TINY_IMAGENET_TRAIN_SIZE)
       record(name, measure_resident(config, name, batch_size, half, num_steps,
                                     par, examples))
-    if use_torch and _TORCH_COMPILE.value:
+    if _STEP.value and use_torch and _TORCH_COMPILE.value:
       compiled_img_s = measure_torch(config, name, batch_size, image_shape[0],
                                      half, num_steps, compiled=True)
       record(name, {'torch_compile_img_s': compiled_img_s,
-                    'compile_ratio': result['tiny_flax_img_s'] / compiled_img_s})
+                    'compile_ratio':
+                        results[name]['tiny_flax_img_s'] / compiled_img_s})
   print_table(results)
 
 

@@ -1,4 +1,4 @@
-"""Run in a subprocess with 8 host devices: one train step under every wrapper.
+"""Run in a subprocess with 8 host devices: two train steps under every wrapper.
 
 Prints the largest difference of the updated params, BatchNorm statistics and
 metrics between pmap, shard_map and a single device, as JSON.
@@ -17,14 +17,19 @@ from tiny_flax import parallel
 from tiny_flax import steps
 
 
-def run(kind, devices, state, batch):
+def run(kind, devices, state, batches):
+  """Params, BatchNorm statistics and merged metrics after one step per batch."""
   par = parallel.Parallel(kind, devices)
   step = par.compile(functools.partial(
       steps.train_step, dropout_key=jax.random.key(1)), donate_state=True)
-  new_state, metrics = step(par.replicate(state), par.shard_batch(batch))
-  new_state, metrics = par.unreplicate((new_state, metrics))
-  return jax.device_get((new_state.params, new_state.batch_stats,
-                         metrics.compute()))
+  state = par.replicate(state)
+  collected = []
+  for batch in batches:
+    state, metrics = step(state, par.shard_batch(batch))
+    collected.append(metrics)
+  state = par.unreplicate(state)
+  return jax.device_get((state.params, state.batch_stats,
+                         par.merge_metrics(collected).compute()))
 
 
 def main():
@@ -35,12 +40,13 @@ def main():
   state = jax.device_get(
       steps.create_train_state(config, model, (32, 32, 3), 0.1))
   rng = np.random.default_rng(0)
-  batch = {'image': rng.uniform(size=(16, 32, 32, 3)).astype(np.float32),
-           'label': rng.integers(0, 200, size=16).astype(np.int32)}
+  batches = [{'image': rng.uniform(size=(16, 32, 32, 3)).astype(np.float32),
+              'label': rng.integers(0, 200, size=16).astype(np.int32)}
+             for _ in range(2)]
   results = {
-      'pmap': run('pmap', None, state, batch),
-      'shard_map': run('shard_map', None, state, batch),
-      'single': run('shard_map', jax.devices()[:1], state, batch),
+      'pmap': run('pmap', None, state, batches),
+      'shard_map': run('shard_map', None, state, batches),
+      'single': run('shard_map', jax.devices()[:1], state, batches),
   }
   reference = results.pop('single')
   diffs = {}

@@ -1,8 +1,17 @@
 """The benchmark scripts run and report what they promise."""
 
+import functools
 import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
 
 import conftest
+from tiny_flax import models
 
 
 def test_benchmark_quick_writes_json(tmp_path):
@@ -49,3 +58,51 @@ def test_input_benchmark_writes_json(tmp_path, fake_manual_dir):
   assert len(report) == 3
   for rates in report.values():
     assert rates['tiny_flax_img_s'] > 0 and rates['torch_img_s'] > 0
+
+
+def test_matmul_flops_counts_dots_and_convolutions_in_subprograms():
+  from scripts import benchmark  # pylint: disable=g-import-not-at-top
+
+  @jax.jit  # a sub-program: its equations must be counted too
+  def grouped_conv(x, w):
+    return jax.lax.conv_general_dilated(
+        x, w, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        feature_group_count=2)
+
+  def program(a, b, x, w):
+    return a @ b, grouped_conv(x, w)
+
+  jaxpr = jax.make_jaxpr(program)(
+      jnp.ones((3, 4)), jnp.ones((4, 5)), jnp.ones((2, 6, 6, 4)),
+      jnp.ones((3, 3, 2, 8)))
+  dot = 2 * 3 * 5 * 4
+  conv = 2 * (2 * 4 * 4 * 8) * (3 * 3 * 2)  # outputs x (window x in/group)
+  assert benchmark.matmul_flops(jaxpr.jaxpr) == dot + conv
+
+
+@pytest.mark.parametrize('name,gmacs', [('resnet50', 4.09), ('alexnet', 0.71)])
+def test_forward_flops_match_torchvision_at_224(name, gmacs):
+  """torchvision documents GFLOPS (multiply-adds) per 224x224 image."""
+  from scripts import benchmark  # pylint: disable=g-import-not-at-top
+  module = models.create(name, 1000)
+  shape = (224, 224, 3)
+  variables = jax.eval_shape(functools.partial(module.init, train=False),
+                             jax.random.key(0), jnp.zeros((1,) + shape))
+  flops = benchmark.forward_flops(module, variables, shape)
+  assert flops / 2e9 == pytest.approx(gmacs, rel=0.01)
+
+
+def test_gpu_script_runs_a_subset_on_cpu(tmp_path):
+  """The device-lease script, cut down to one quick model (no GPU needed)."""
+  env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=conftest.REPO,
+             MODELS='resnet18', RESNET50_224='0',
+             BENCHMARK_FLAGS='--quick --batch_size=8 --image_size=32 '
+                             '--resident_examples=64 --notorch_compile')
+  result = subprocess.run(['bash', 'scripts/benchmark_gpu.sh', str(tmp_path)],
+                          cwd=conftest.REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((tmp_path / 'resnet18.json').read_text())['resnet18']
+  assert report['tiny_flax_img_s'] > 0 and report['resident_img_s'] > 0
+  assert 'jax' in (tmp_path / 'versions.txt').read_text()
+  assert not (tmp_path / 'resnet50_224.json').exists()

@@ -4,6 +4,7 @@ import functools
 import json
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -73,6 +74,30 @@ def test_cross_entropy_smoothing_matches_torch_definition():
 def test_unknown_parallelism_is_refused():
   with pytest.raises(errors.UserError, match='pmap, shard_map'):
     parallel.Parallel('data_parallel')
+
+
+@pytest.mark.parametrize('kind', parallel.KINDS)
+def test_merge_metrics_counts_every_step(kind):
+  par = parallel.Parallel(kind)
+  gather = par.compile(
+      lambda unused_state, batch: steps.TrainMetrics.gather_from_model_output(
+          axis_name=steps.AXIS, logits=batch['logits'], labels=batch['label'],
+          loss=batch['loss']))
+  rng = np.random.default_rng(0)
+  batches = [{'logits': rng.normal(size=(4, 10)).astype(np.float32),
+              'label': rng.integers(0, 10, 4).astype(np.int32),
+              'loss': rng.uniform(size=4).astype(np.float32)}
+             for _ in range(3)]
+  collected = [gather(par.replicate(jnp.zeros(())), par.shard_batch(batch))
+               for batch in batches]
+  merged = par.merge_metrics(collected).compute()
+  logits = np.concatenate([b['logits'] for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  np.testing.assert_allclose(
+      merged['loss'], np.concatenate([b['loss'] for b in batches]).mean(),
+      rtol=1e-6)
+  np.testing.assert_allclose(merged['accuracy'],
+                             (logits.argmax(-1) == labels).mean(), rtol=1e-6)
 
 
 def test_pmap_shard_map_and_one_device_agree_on_8_devices():

@@ -7,6 +7,7 @@ JAX recommends since pmap moved onto jit + shard_map in 0.8.
 """
 
 import collections
+import functools
 
 from absl import logging
 import flax.jax_utils
@@ -84,6 +85,9 @@ class Parallel:
       self.devices = list(devices or jax.devices())
     self.mesh = jax.sharding.Mesh(np.array(self.devices), (steps.AXIS,))
     self._batch_sharding = NamedSharding(self.mesh, P(steps.AXIS))
+    self._merge_metrics = jax.jit(lambda collected: functools.reduce(
+        lambda total, metrics: total.merge(metrics),
+        map(self.unreplicate, collected)))
 
   @property
   def num_devices(self):
@@ -108,6 +112,15 @@ class Parallel:
     if self.kind == 'pmap':
       return jax.tree.map(lambda x: x[0], tree)
     return tree
+
+  def merge_metrics(self, collected):
+    """One clu collection from a list of steps' replicated metrics.
+
+    One compiled call per list: merging each step's metrics as it comes cost
+    an H200 a quarter to a half of ResNet18's training steps waiting on the
+    host (docs/performance.md).
+    """
+    return self._merge_metrics(list(collected))
 
   def shard_batch(self, batch):
     """This process's numpy batch -> device arrays split over the batch axis."""

@@ -92,12 +92,10 @@ def _flat_hparams(config):
 
 
 def evaluate(p_eval_step, state, batches, par):
-  """Metrics of the whole split: one device-side merge per batch, one fetch."""
-  total = None
-  for batch in par.prefetch(batches):
-    batch_metrics = par.unreplicate(p_eval_step(state, batch))
-    total = batch_metrics if total is None else total.merge(batch_metrics)
-  return {k: float(v) for k, v in total.compute().items()}
+  """Metrics of the whole split: merged on device in one call, one fetch."""
+  collected = [p_eval_step(state, batch) for batch in par.prefetch(batches)]
+  return {k: float(v)
+          for k, v in par.merge_metrics(collected).compute().items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
@@ -147,20 +145,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer)
 
-  train_metrics = None
+  train_metrics = []
   for step in range(start_step + 1, num_steps + 1):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
       state, step_metrics = p_train_step(state, next(train_batches))
-    step_metrics = par.unreplicate(step_metrics)
-    train_metrics = (step_metrics if train_metrics is None
-                     else train_metrics.merge(step_metrics))
+    train_metrics.append(step_metrics)
     report_progress(step)
 
     if step % config.log_every_steps == 0 or step == num_steps:
-      summary = {f'train_{k}': v for k, v in train_metrics.compute().items()}
+      summary = {f'train_{k}': v for k, v in
+                 par.merge_metrics(train_metrics).compute().items()}
       summary['learning_rate'] = learning_rate_fn(step - 1)
       writer.write_scalars(step, summary)
-      train_metrics = None
+      train_metrics = []
 
     if step % steps_per_epoch == 0 or step == num_steps:
       with report_progress.timed('eval'):
