@@ -203,9 +203,9 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
 
   The loop is the trainer's: index batches from the host, prefetched, the step
   gathering and augmenting its images, metrics merged on device every
-  config.log_every_steps. The idle
-  share compares it with the same executable re-run on one index batch
-  already on the device, which no host work can slow down.
+  config.log_every_steps. The idle share compares it with the same
+  executable re-run on one index batch already on the device, which no host
+  work beyond launching the step can slow down.
   """
   if num_examples < batch_size:
     raise app.UsageError(f'--resident_examples={num_examples} is less than one '
