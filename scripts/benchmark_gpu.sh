@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED=1
 # JAX preallocates 75% of the GPU by default; leave torch room in the same process.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}
 python=${PYTHON:-python3}
-limit=${MODEL_TIME_LIMIT_S:-110}
+limit=${MODEL_TIME_LIMIT_S:-180}
 # MODELS='resnet50 alexnet' RESNET50_224=0 runs a subset (device leases are short);
 # BENCHMARK_FLAGS='--quick --batch_size=8' checks this script on a CPU.
 
