@@ -218,17 +218,14 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
       'image': rng.integers(0, 256, (num_examples,) + TINY_IMAGENET_SHAPE,
                             dtype=np.uint8),
       'label': rng.integers(0, 200, num_examples).astype(np.int32)})
-  body = resident_data.augmenting(_train_step_body(config),
-                                  device_preprocess.build(config.input.train),
-                                  jax.random.key(1))
+  step, _ = resident_data.compile_step(par, _train_step_body(config),
+                                       config.input.train, jax.random.key(1))
   batches_per_epoch = num_examples // batch_size
   batches = par.prefetch(resident_data.index_batches(
       num_examples, batch_size // jax.process_count(), batches_per_epoch,
       config.seed))
   fixed = next(batches)
-  train_step, compile_s = _compiled_train_step(
-      par.compile(body, donate_state=True, replicated_inputs=1),
-      state, fixed, data)
+  train_step, compile_s = _compiled_train_step(step, state, fixed, data)
   holder = [state, None]
   collected = []
 

@@ -30,11 +30,11 @@ def _lookup(config_dict, dotted):
 
 def check_same_run(workdir, previous, config):
   """Refuses a config whose model or dataset differs from the workdir's run."""
-  current = config.to_dict()
+  previous, current = previous.to_dict(), config.to_dict()
   for key in IDENTITY_KEYS:
-    if _lookup(previous.to_dict(), key) != _lookup(current, key):
+    if _lookup(previous, key) != _lookup(current, key):
       raise errors.UserError(
-          f'{workdir} holds a run with {key}={_lookup(previous.to_dict(), key)!r}, '
+          f'{workdir} holds a run with {key}={_lookup(previous, key)!r}, '
           f'but this config has {key}={_lookup(current, key)!r}. Pass a '
           'new --workdir, or the config that run used.')
 

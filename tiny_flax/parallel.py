@@ -56,9 +56,6 @@ class CompiledOnFirstCall:
     self._wrapped = wrapped
     self._executables = {}
 
-  def lower(self, *args):
-    return self._wrapped.lower(*args)
-
   def compile(self, *args):
     return compile_lowered(self._wrapped.lower(*args))
 

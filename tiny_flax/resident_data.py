@@ -9,6 +9,7 @@ needs no decoding and no host-to-device image traffic.
 import jax
 import numpy as np
 
+from tiny_flax import device_preprocess
 from tiny_flax import steps
 
 
@@ -25,12 +26,18 @@ def index_batches(num_examples, batch_size, batches_per_epoch, seed,
     step = (epoch + 1) * batches_per_epoch
 
 
-def augmenting(train_step, augment, key):
-  """A step body `(state, batch, data)` whose batch holds indices into `data`."""
+def compile_step(par, train_step, recipe, key):
+  """(step(state, batch, data) compiled by `par`, the recipe's augmentation).
+
+  The batch holds indices into `data` (the split, placed with
+  `par.replicate`); the step gathers those images and augments them.
+  """
+  augment = device_preprocess.build(recipe)
+
   def body(state, batch, data):
     step_key = jax.random.fold_in(jax.random.fold_in(key, state.step),
                                   jax.lax.axis_index(steps.AXIS))
     images = augment(data['image'][batch['index']], step_key)
     return train_step(state, {'image': images,
                               'label': data['label'][batch['index']]})
-  return body
+  return par.compile(body, donate_state=True, replicated_inputs=1), augment

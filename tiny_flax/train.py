@@ -17,7 +17,6 @@ import ml_collections
 import numpy as np
 
 from tiny_flax import checkpointing
-from tiny_flax import device_preprocess
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import parallel
@@ -51,10 +50,9 @@ def _training_input(config, builder, par, train_step, start_step,
     return (par.compile(train_step, donate_state=True),
             itertools.chain([first], batches), first['image'])
   arrays = pipeline.decoded_train_arrays(builder)
-  augment = device_preprocess.build(config.input.train)
   key = jax.random.key(config.seed + 2)
-  compiled = par.compile(resident_data.augmenting(train_step, augment, key),
-                         donate_state=True, replicated_inputs=1)
+  compiled, augment = resident_data.compile_step(par, train_step,
+                                                 config.input.train, key)
   data = par.replicate(arrays)
   batches = resident_data.index_batches(
       len(arrays['label']), config.batch_size // jax.process_count(),

@@ -41,11 +41,16 @@ IM2COL_MAX_OUTPUT_PIXELS = 4
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
+def _output_size(padded_size, window, stride):
+  """Outputs of a window sliding over `padded_size` positions (floor mode)."""
+  return (padded_size - window) // stride + 1
+
+
 def _strided_windows(x, kernel_h, kernel_w, strides, padding, pad_value=0.0):
   """Yields ((row, column), slice) of every kernel tap over padded `x`."""
   x = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=pad_value)
-  out_h = (x.shape[1] - kernel_h) // strides[0] + 1
-  out_w = (x.shape[2] - kernel_w) // strides[1] + 1
+  out_h = _output_size(x.shape[1], kernel_h, strides[0])
+  out_w = _output_size(x.shape[2], kernel_w, strides[1])
   for i in range(kernel_h):
     for j in range(kernel_w):
       yield (i, j), x[:, i:i + strides[0] * (out_h - 1) + 1:strides[0],
@@ -77,7 +82,7 @@ def _output_pixels(lhs, rhs, strides, padding):
   pixels = 1
   for size, kernel, stride, (low, high) in zip(lhs.shape[1:3], rhs.shape[:2],
                                                strides, padding):
-    pixels *= (size + low + high - kernel) // stride + 1
+    pixels *= _output_size(size + low + high, kernel, stride)
   return pixels
 
 
@@ -132,7 +137,7 @@ def _pool_phases(shape, window, stride, padding):
   side is negative where the grid drops input rows no window reads.
   """
   def axis(size):
-    out = (size + 2 * padding - window) // stride + 1
+    out = _output_size(size + 2 * padding, window, stride)
     rows = out + (window - 1) // stride
     return out, rows, (padding, stride * rows - size - padding, 0)
   (out_h, rows, pad_h), (out_w, cols, pad_w) = axis(shape[1]), axis(shape[2])
