@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tiny_flax import device_preprocess
+from tiny_flax import launch
 from tiny_flax import models
 from tiny_flax import parallel
 from tiny_flax import resident_data
@@ -367,4 +368,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  launch.restart_with_huge_pages()
   app.run(main)

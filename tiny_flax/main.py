@@ -17,6 +17,7 @@ import jax
 from ml_collections import config_flags
 
 from tiny_flax import errors
+from tiny_flax import launch
 from tiny_flax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -65,4 +66,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  launch.restart_with_huge_pages()
   app.run(main)
