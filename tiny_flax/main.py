@@ -3,7 +3,9 @@
     python -m tiny_flax.main --config=configs/resnet18.py --workdir=runs/resnet18
 
 Values of the config can be overridden (`--config.num_epochs=2`); running the
-same command again resumes from the latest checkpoint in the workdir.
+same command again resumes from the latest checkpoint in the workdir. On
+Linux the command first restarts itself once with malloc on huge pages
+(tiny_flax/launch.py).
 """
 
 import logging as py_logging
