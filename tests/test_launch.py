@@ -44,7 +44,7 @@ def _probe(tunables):
   return len(starts), seen_tunables, int(faults)
 
 
-@pytest.mark.skipif(not launch._huge_pages_supported(),  # pylint: disable=protected-access
+@pytest.mark.skipif(not launch.huge_pages_supported(),
                     reason='no glibc >= 2.35 or no transparent huge pages here')
 def test_restarts_once_and_large_blocks_fault_per_huge_page():
   starts, tunables, faults = _probe('')
@@ -55,14 +55,6 @@ def test_restarts_once_and_large_blocks_fault_per_huge_page():
 def test_an_explicit_choice_is_not_restarted():
   starts, tunables, faults = _probe('glibc.malloc.hugetlb=0')
   assert (starts, tunables) == (1, 'glibc.malloc.hugetlb=0')
-  if _huge_pages_only_on_request():
+  if launch.transparent_huge_pages_mode() == 'madvise':  # else none or all
     assert faults >= _PAGES_OF_64_MIB * 0.9  # the 4 KiB pages it avoids
 
-
-def _huge_pages_only_on_request():
-  """The kernel's mode is `madvise`: without the tunable, no huge pages."""
-  try:
-    with open('/sys/kernel/mm/transparent_hugepage/enabled') as mode:
-      return '[madvise]' in mode.read()
-  except OSError:
-    return False

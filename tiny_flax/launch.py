@@ -31,17 +31,22 @@ def tunables_with_huge_pages(tunables):
   return ':'.join(filter(None, [tunables, f'{HUGE_PAGES_TUNABLE}=1']))
 
 
-def _huge_pages_supported():
+def transparent_huge_pages_mode():
+  """The kernel's mode ('always', 'madvise' or 'never'); None if unknown."""
+  try:
+    with open(_TRANSPARENT_HUGE_PAGES) as modes:
+      return modes.read().split('[')[1].split(']')[0]
+  except (OSError, IndexError):
+    return None
+
+
+def huge_pages_supported():
   """glibc has the tunable and the kernel lends huge pages on request."""
   libc, version = platform.libc_ver()
   if libc != 'glibc' or tuple(
       int(part) for part in version.split('.')[:2]) < _FIRST_GLIBC_WITH_TUNABLE:
     return False
-  try:
-    with open(_TRANSPARENT_HUGE_PAGES) as mode:
-      return '[never]' not in mode.read()
-  except OSError:
-    return False
+  return transparent_huge_pages_mode() in ('always', 'madvise')
 
 
 def restart_with_huge_pages():
@@ -53,7 +58,7 @@ def restart_with_huge_pages():
   glibc.malloc.hugetlb (`GLIBC_TUNABLES=glibc.malloc.hugetlb=0` opts out).
   """
   tunables = tunables_with_huge_pages(os.environ.get('GLIBC_TUNABLES', ''))
-  if tunables is None or not _huge_pages_supported():
+  if tunables is None or not huge_pages_supported():
     return
   sys.stdout.flush()
   sys.stderr.flush()
