@@ -57,4 +57,3 @@ def test_an_explicit_choice_is_not_restarted():
   assert (starts, tunables) == (1, 'glibc.malloc.hugetlb=0')
   if launch.transparent_huge_pages_mode() == 'madvise':  # else none or all
     assert faults >= _PAGES_OF_64_MIB * 0.9  # the 4 KiB pages it avoids
-
