@@ -35,6 +35,7 @@ from tiny_flax import models
 from tiny_flax import parallel
 from tiny_flax import resident_data
 from tiny_flax import steps
+from tiny_flax.models import layers
 
 # model -> the module in configs/ holding its seed recipe.
 SEED_CONFIGS = {
@@ -141,10 +142,15 @@ def matmul_flops(jaxpr):
 
 
 def forward_flops(module, variables, image_shape):
-  """Dot and convolution FLOPs of one image's forward pass."""
+  """Dot and convolution FLOPs of one image's forward pass, as published.
+
+  Traced with lax's ops: the CPU forms skip multiplies (by padding), which
+  would make the count depend on the backend.
+  """
   apply = functools.partial(module.apply, train=False)
-  return matmul_flops(jax.make_jaxpr(apply)(
-      variables, jnp.zeros((1,) + image_shape)).jaxpr)
+  with layers.lax_forms():
+    jaxpr = jax.make_jaxpr(apply)(variables, jnp.zeros((1,) + image_shape))
+  return matmul_flops(jaxpr.jaxpr)
 
 
 def peak_memory_gb():

@@ -92,6 +92,22 @@ def test_forward_flops_match_torchvision_at_224(name, gmacs):
   assert flops / 2e9 == pytest.approx(gmacs, rel=0.01)
 
 
+def test_forward_flops_do_not_depend_on_the_cpu_forms():
+  """ResNet18's maps at 64x64 are those at 224x224 scaled by 2/7, so its
+  convolution FLOPs scale by 4/49, although on CPU its 4x4 and 2x2 maps
+  take a form that skips the multiplies by padding (7x7 and 14x14 do not)."""
+  from scripts import benchmark  # pylint: disable=g-import-not-at-top
+  module = models.create('resnet18', 1000)
+  flops = {}
+  for size in (64, 224):
+    shape = (size, size, 3)
+    variables = jax.eval_shape(functools.partial(module.init, train=False),
+                               jax.random.key(0), jnp.zeros((1,) + shape))
+    flops[size] = benchmark.forward_flops(module, variables, shape)
+  classifier = 2 * 512 * 1000
+  assert flops[64] - classifier == (flops[224] - classifier) * 4 // 49
+
+
 def test_gpu_script_runs_a_subset_on_cpu(tmp_path):
   """The device-lease script, cut down to one quick model (no GPU needed)."""
   env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=conftest.REPO,

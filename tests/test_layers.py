@@ -30,9 +30,11 @@ def _ours(x, w, stride, padding, groups):
     (8, 1, 16, 32, 2, 0, 1),     # strided 1x1 (ResNet downsample)
     (8, 3, 12, 12, 1, 1, 12),    # depthwise: shifted slices
     (9, 3, 12, 12, 2, 1, 12),    # strided depthwise, odd size
-    (2, 3, 16, 24, 1, 1, 1),     # 2x2 output: im2col
-    (4, 3, 16, 24, 2, 1, 1),     # strided 3x3 to 2x2: im2col
-    (5, 3, 16, 24, 2, 1, 1),     # strided 3x3 to 3x3: XLA's convolution
+    (2, 3, 16, 24, 1, 1, 1),     # 2x2 output: a matmul per kernel tap
+    (4, 3, 16, 24, 2, 1, 1),     # strided 3x3 to 2x2: tap matmuls
+    (4, 3, 16, 24, 1, 1, 1),     # 4x4 output: tap matmuls
+    (5, 3, 16, 24, 2, 1, 1),     # strided 3x3 to 3x3: tap matmuls
+    (1, 3, 8, 8, 1, 1, 1),       # 1x1 map: only the centre tap reads input
     (8, 3, 8, 8, 1, 1, 1),       # 8x8 output: XLA's convolution
     (16, 7, 3, 8, 2, 3, 1),      # stem: XLA's convolution
 ])
@@ -48,6 +50,41 @@ def test_conv_forms_match_lax(size, kernel, cin, cout, stride, padding, groups):
                     argnums=(0, 1))(x, w) for f in (_ours, _reference)]
   for ours, reference in zip(*grads):
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_tap_matmuls_with_uneven_padding_and_rectangular_maps():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 3, 5)),
+                  jnp.float32)
+  w = jnp.asarray(np.random.default_rng(1).normal(size=(3, 2, 5, 6)),
+                  jnp.float32)
+  strides, padding = (2, 1), ((0, 2), (1, 0))
+  conv = lambda f: lambda x, w: f(
+      x, w, strides, padding,
+      dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, NHWC))
+  ours, reference = conv(layers.conv_general_dilated), conv(
+      lax.conv_general_dilated)
+  assert ours(x, w).shape == (2, 2, 3, 6)
+  np.testing.assert_allclose(ours(x, w), reference(x, w), rtol=1e-5,
+                             atol=1e-5)
+  grads = [jax.grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))),
+                    argnums=(0, 1))(x, w) for f in (ours, reference)]
+  for ours_grad, reference_grad in zip(*grads):
+    np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_lax_forms_traces_lax_convolutions_on_cpu():
+  x, w = jnp.ones((1, 2, 2, 4)), jnp.ones((3, 3, 4, 4))
+
+  def primitives():  # a new function each time: make_jaxpr caches traces
+    conv = lambda x, w: layers.conv_general_dilated(
+        x, w, (1, 1), ((1, 1), (1, 1)),
+        dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, NHWC))
+    return {e.primitive.name for e in jax.make_jaxpr(conv)(x, w).jaxpr.eqns}
+  assert 'conv_general_dilated' not in primitives()
+  with layers.lax_forms():
+    assert 'conv_general_dilated' in primitives()
+  assert 'conv_general_dilated' not in primitives()
 
 
 @pytest.mark.parametrize('size, window, stride, padding', [

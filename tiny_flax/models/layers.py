@@ -5,6 +5,8 @@ code: symmetric padding, Kaiming initialisation, Linear's uniform init and
 BatchNorm's momentum and unbiased running variance. These layers carry them.
 """
 
+import contextlib
+import contextvars
 import functools
 from typing import Optional
 
@@ -33,12 +35,32 @@ def torch_default_bias_init(fan_in):
 # shape at trace time, on CPU only:
 # - 1x1 kernels: a matmul (1.2-1.7x faster, forward and backward);
 # - depthwise kernels (ShuffleNet): a sum of shifted slices (6x);
-# - outputs of at most IM2COL_MAX_OUTPUT_PIXELS pixels (ResNet's last stage
-#   at 64x64 input): the kernel taps' slices concatenated, times the kernel as
-#   a matrix (30-75x). On larger outputs XLA's convolution is as fast or
-#   faster.
-IM2COL_MAX_OUTPUT_PIXELS = 4
+# - outputs of at most TAP_MATMULS_MAX_OUTPUT_PIXELS pixels (ResNet's last
+#   two stages at 64x64 input): one matmul per kernel tap over the input
+#   pixels it reads. XLA's convolution also multiplies the zero padding,
+#   5/9 of the work on a 2x2 map; on larger maps it is the faster form.
+TAP_MATMULS_MAX_OUTPUT_PIXELS = 16
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
+_lax_forms_only = contextvars.ContextVar('lax_forms_only', default=False)
+
+
+@contextlib.contextmanager
+def lax_forms():
+  """Traces convolutions and pools as their lax ops on CPU too.
+
+  The CPU forms compute the same function with fewer multiplies (none by
+  padding, depthwise convolutions as sums); FLOPs counted from a trace made
+  here are the model's as usually published, equal on every backend.
+  """
+  token = _lax_forms_only.set(True)
+  try:
+    yield
+  finally:
+    _lax_forms_only.reset(token)
+
+
+def _use_cpu_forms():
+  return jax.default_backend() == 'cpu' and not _lax_forms_only.get()
 
 
 def _output_size(padded_size, window, stride):
@@ -46,9 +68,9 @@ def _output_size(padded_size, window, stride):
   return (padded_size - window) // stride + 1
 
 
-def _strided_windows(x, kernel_h, kernel_w, strides, padding, pad_value=0.0):
+def _strided_windows(x, kernel_h, kernel_w, strides, padding):
   """Yields ((row, column), slice) of every kernel tap over padded `x`."""
-  x = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=pad_value)
+  x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
   out_h = _output_size(x.shape[1], kernel_h, strides[0])
   out_w = _output_size(x.shape[2], kernel_w, strides[1])
   for i in range(kernel_h):
@@ -68,14 +90,45 @@ def _pixels_times_matrix(x, matrix, precision):
   return flat.reshape(x.shape[:-1] + matrix.shape[-1:])
 
 
-def _conv_as_im2col_matmul(lhs, rhs, strides, padding, precision):
+def _tap_outputs(size, out_size, stride, low_padding, tap):
+  """[first, end) of the outputs for which kernel offset `tap` lands inside
+  the input rather than in the padding (one spatial axis)."""
+  first = max(0, -((tap - low_padding) // stride))
+  end = min(out_size, (size - 1 + low_padding - tap) // stride + 1)
+  return first, end
+
+
+def _conv_as_tap_matmuls(lhs, rhs, strides, padding, precision):
+  """Sum over kernel taps of (the input pixels the tap reads) @ its matrix.
+
+  Padding is never multiplied: each tap's matmul covers only the outputs
+  whose window puts that tap inside the input.
+  """
+  _, height, width, _ = lhs.shape
   kernel_h, kernel_w, in_channels, out_channels = rhs.shape
-  columns = jnp.concatenate(
-      [x for _, x in _strided_windows(lhs, kernel_h, kernel_w, strides,
-                                      padding)], axis=-1)
-  # Columns are ordered (row, column, channel), as the HWIO kernel's rows.
-  matrix = rhs.reshape(kernel_h * kernel_w * in_channels, out_channels)
-  return _pixels_times_matrix(columns, matrix, precision)
+  out_h = _output_size(height + sum(padding[0]), kernel_h, strides[0])
+  out_w = _output_size(width + sum(padding[1]), kernel_w, strides[1])
+  # One split rather than an index per tap: its gradient is a single
+  # concatenation, not nine kernel-sized pads added together.
+  tap_matrices = lax.split(
+      rhs.reshape(kernel_h * kernel_w, in_channels, out_channels),
+      [1] * (kernel_h * kernel_w))
+  partial_outputs = []
+  for i in range(kernel_h):
+    for j in range(kernel_w):
+      (top, bottom), (left, right) = (
+          _tap_outputs(height, out_h, strides[0], padding[0][0], i),
+          _tap_outputs(width, out_w, strides[1], padding[1][0], j))
+      if top >= bottom or left >= right:
+        continue
+      row = strides[0] * top + i - padding[0][0]
+      column = strides[1] * left + j - padding[1][0]
+      x = lhs[:, row:row + strides[0] * (bottom - top - 1) + 1:strides[0],
+              column:column + strides[1] * (right - left - 1) + 1:strides[1]]
+      y = _pixels_times_matrix(x, tap_matrices[i * kernel_w + j][0], precision)
+      partial_outputs.append(jnp.pad(y, (
+          (0, 0), (top, out_h - bottom), (left, out_w - right), (0, 0))))
+  return functools.reduce(jnp.add, partial_outputs)
 
 
 def _output_pixels(lhs, rhs, strides, padding):
@@ -93,7 +146,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   def undilated(dilation):
     return dilation is None or set(dilation) == {1}
   kernel_h, kernel_w, group_in, out_channels = rhs.shape
-  if (jax.default_backend() == 'cpu' and not isinstance(padding, str)
+  if (_use_cpu_forms() and not isinstance(padding, str)
       and undilated(lhs_dilation) and undilated(rhs_dilation)
       and dimension_numbers == lax.conv_dimension_numbers(
           lhs.shape, rhs.shape, _NHWC)):
@@ -106,9 +159,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
           lhs, kernel_h, kernel_w, window_strides, padding))
       return functools.reduce(jnp.add, taps)
     if feature_group_count == 1 and _output_pixels(
-        lhs, rhs, window_strides, padding) <= IM2COL_MAX_OUTPUT_PIXELS:
-      return _conv_as_im2col_matmul(lhs, rhs, window_strides, padding,
-                                    precision)
+        lhs, rhs, window_strides, padding) <= TAP_MATMULS_MAX_OUTPUT_PIXELS:
+      return _conv_as_tap_matmuls(lhs, rhs, window_strides, padding,
+                                  precision)
   return lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
       rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
@@ -121,7 +174,7 @@ def max_pool(x, window, stride, padding=0):
   On CPU it is written out (`_max_pool_cpu`): XLA:CPU's gradient of
   reduce_window (select-and-scatter) is about 6x slower.
   """
-  if jax.default_backend() != 'cpu':
+  if not _use_cpu_forms():
     return nn.max_pool(x, (window, window), (stride, stride),
                        ((padding, padding), (padding, padding)))
   return _max_pool_cpu(x, window, stride, padding)
