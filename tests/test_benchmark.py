@@ -33,6 +33,23 @@ def test_benchmark_quick_writes_json(tmp_path):
   assert '| shufflenet_v2_x1_0 | 64 |' in result.stdout
 
 
+def test_benchmark_measures_each_model_in_a_new_process(tmp_path):
+  path = tmp_path / 'bench.json'
+  result = conftest.run_python(
+      ['-m', 'scripts.benchmark', '--models=resnet18,shufflenet_v2_x1_0',
+       '--quick', '--batch_size=4', '--image_size=32', '--notorch',
+       f'--json={path}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(path.read_text())
+  assert set(report) == {'resnet18', 'shufflenet_v2_x1_0'}
+  for rates in report.values():
+    assert rates['image_size'] == 32 and rates['tiny_flax_img_s'] > 0
+  # Each process printed its own table and the first one all of them.
+  assert result.stdout.count('| resnet18 | 32 |') == 2
+  assert result.stdout.count('| shufflenet_v2_x1_0 | 32 |') == 2
+  assert result.stdout.count('matmul peak') == 2
+
+
 def test_benchmark_runs_without_tensorflow(tmp_path):
   code = ('import sys; sys.modules["tensorflow"] = None; '
           'sys.modules["tensorflow_datasets"] = None; '
