@@ -91,8 +91,7 @@ def _pixels_times_matrix(x, matrix, precision):
 
 
 def _tap_outputs(size, out_size, stride, low_padding, tap):
-  """[first, end) of the outputs for which kernel offset `tap` lands inside
-  the input rather than in the padding (one spatial axis)."""
+  """Outputs [first, end) along one axis whose window puts `tap` on input."""
   first = max(0, -((tap - low_padding) // stride))
   end = min(out_size, (size - 1 + low_padding - tap) // stride + 1)
   return first, end
