@@ -11,7 +11,9 @@ model FLOPs per image, the model FLOP utilisation against a matmul peak
 measured in this run (MFU), and peak memory. Data is synthetic and already on
 the device: this measures the step, not the input pipeline (for that see
 --resident and scripts/benchmark_input.py). Steps are dispatched back to back
-and synchronised once per measurement, as in training. Each model is measured
+and synchronised once per measurement, as in training; the train step is
+measured in --rounds that alternate tiny_flax and torch, and the ratio is
+the median of the rounds' ratios. Each model is measured
 in a new process, as a training run has it: after AlexNet in the same
 process, ResNet18's step was 12% slower and torch's 6% faster. Runs without
 TensorFlow, and without torch (then only tiny_flax is measured).
@@ -22,6 +24,7 @@ import importlib
 import json
 import math
 import os
+import statistics
 import resource
 import subprocess
 import sys
@@ -60,6 +63,10 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', None,
                                    'Override every model\'s input size.')
 _QUICK = flags.DEFINE_bool('quick', False, 'Few steps: checks that it runs.')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps per measurement.')
+_ROUNDS = flags.DEFINE_integer(
+    'rounds', 3, 'Train-step measurements of each side, tiny_flax and torch '
+    'alternating; the table reports medians (the ratio: of the rounds\' '
+    'ratios).')
 _HALF = flags.DEFINE_bool('half_precision', None,
                           'bf16 compute (default: on accelerators).')
 _PARALLELISM = flags.DEFINE_enum('parallelism', 'pmap', parallel.KINDS,
@@ -187,7 +194,11 @@ def _train_step_body(config):
 
 def measure_tiny_flax(config, name, batch_size, image_shape, half, num_steps,
                       par):
-  """Train and eval images/s on a synthetic float batch already on device."""
+  """Eval images/s, compile time, FLOPs; and a timer of the train step.
+
+  The timer returns seconds per train step at each call, so that the caller
+  can alternate it with PyTorch's.
+  """
   module, state = _initial_state(config, name, image_shape, half)
   flops = forward_flops(module, {'params': state.params,
                                  'batch_stats': state.batch_stats}, image_shape)
@@ -203,17 +214,20 @@ def measure_tiny_flax(config, name, batch_size, image_shape, half, num_steps,
 
   def step():
     holder[0], holder[1] = train_step(holder[0], batch)
-  train_s = _timed(step, lambda: jax.block_until_ready(holder), num_steps)
+
+  def sync():
+    jax.block_until_ready(holder)
+  step()
+  sync()
   eval_step = par.compile(steps.eval_step)
   outputs = []
   eval_s = _timed(lambda: outputs.append(eval_step(holder[0], batch)),
                   lambda: jax.block_until_ready(outputs), num_steps)
-  return {'tiny_flax_img_s': batch_size / train_s,
-          'eval_img_s': batch_size / eval_s,
-          'compile_s': compile_s,
-          'gflops_per_img': flops / 1e9,
-          'train_tflop_s': 3 * flops * batch_size / train_s / 1e12,
-          'peak_memory_gb': peak_memory_gb()}
+  # Before torch shares the process (on CPU this is the process's RSS).
+  memory_gb = peak_memory_gb()
+  return ({'eval_img_s': batch_size / eval_s, 'compile_s': compile_s,
+           'gflops_per_img': flops / 1e9, 'peak_memory_gb': memory_gb},
+          lambda: _timed(step, sync, num_steps))
 
 
 def measure_resident(config, name, batch_size, half, num_steps, par,
@@ -269,8 +283,12 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
           'peak_memory_gb': peak_memory_gb()}
 
 
-def measure_torch(config, name, batch_size, size, half, num_steps, compiled):
-  """Images/s of torchvision's model; on CUDA with channels_last and AMP."""
+def torch_train_step_timer(config, name, batch_size, size, half, num_steps,
+                           compiled):
+  """Seconds per train step of torchvision's model at each call, as above.
+
+  On CUDA with channels_last and AMP.
+  """
   import torch  # pylint: disable=g-import-not-at-top
   import torchvision  # pylint: disable=g-import-not-at-top
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -301,7 +319,7 @@ def measure_torch(config, name, batch_size, size, half, num_steps, compiled):
       torch.cuda.synchronize()
   model.train()
   step()  # torch.compile builds here, outside the timed warm-up
-  return batch_size / _timed(step, sync, num_steps)
+  return lambda: _timed(step, sync, num_steps)
 
 
 def _torch_available():
@@ -329,6 +347,34 @@ def print_table(results):
           f"{cell('mfu', '{:.1%}')} | {cell('resident_img_s')} | "
           f"{cell('device_idle_share', '{:.1%}')} | "
           f"{cell('peak_memory_gb', '{:.2f}')} |")
+
+
+def _alternate(timers, rounds, batch_size):
+  """Images/s of each timer, in rounds that alternate between them.
+
+  The machine's speed drifts within minutes; alternating makes the drift
+  hit tiny_flax and torch alike.
+  """
+  rates = [[] for _ in timers]
+  for _ in range(rounds):
+    for rate, timer in zip(rates, timers):
+      rate.append(batch_size / timer())
+  return rates
+
+
+def _train_rates(rates, gflops_per_img, peak):
+  """Medians over the rounds; the ratio is the median of each round's."""
+  ours = statistics.median(rates[0])
+  result = {'tiny_flax_img_s': ours,
+            'train_tflop_s': 3 * gflops_per_img * ours / 1e3,
+            'mfu': 3 * gflops_per_img * 1e9 * ours / peak,
+            'matmul_peak_tflop_s': peak / 1e12}
+  if len(rates) > 1:
+    per_round = [a / b for a, b in zip(*rates)]
+    result.update(torch_img_s=statistics.median(rates[1]),
+                  ratio=statistics.median(per_round),
+                  ratio_per_round=per_round)
+  return result
 
 
 def _measure_each_model_in_a_new_process(names):
@@ -362,6 +408,7 @@ def main(argv):
   batch_size = _BATCH_SIZE.value or (64 if on_cpu else 256)
   half = (not on_cpu) if _HALF.value is None else _HALF.value
   num_steps = 2 if _QUICK.value else _STEPS.value
+  rounds = 1 if _QUICK.value else _ROUNDS.value
   use_torch = _TORCH.value and _torch_available()
   par = parallel.Parallel(_PARALLELISM.value)
   par.check_batch_size(batch_size)
@@ -386,24 +433,25 @@ def main(argv):
       image_shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, image_shape[-1])
     record(name, {'image_size': image_shape[0]})
     if _STEP.value:
-      result = measure_tiny_flax(config, name, batch_size, image_shape, half,
-                                 num_steps, par)
-      result['mfu'] = result['train_tflop_s'] * 1e12 / peak
-      result['matmul_peak_tflop_s'] = peak / 1e12
+      result, time_ours = measure_tiny_flax(config, name, batch_size,
+                                            image_shape, half, num_steps, par)
+      timers = [time_ours]
+      if use_torch:
+        timers.append(torch_train_step_timer(
+            config, name, batch_size, image_shape[0], half, num_steps,
+            compiled=False))
+      result.update(_train_rates(_alternate(timers, rounds, batch_size),
+                                 result['gflops_per_img'], peak))
       record(name, result)
-    if _STEP.value and use_torch:
-      torch_img_s = measure_torch(config, name, batch_size, image_shape[0],
-                                  half, num_steps, compiled=False)
-      record(name, {'torch_img_s': torch_img_s,
-                    'ratio': results[name]['tiny_flax_img_s'] / torch_img_s})
     if _RESIDENT.value:
       examples = _RESIDENT_EXAMPLES.value or (
           1024 if _QUICK.value else TINY_IMAGENET_TRAIN_SIZE)
       record(name, measure_resident(config, name, batch_size, half, num_steps,
                                     par, examples))
     if _STEP.value and use_torch and _TORCH_COMPILE.value:
-      compiled_img_s = measure_torch(config, name, batch_size, image_shape[0],
-                                     half, num_steps, compiled=True)
+      compiled_img_s = batch_size / torch_train_step_timer(
+          config, name, batch_size, image_shape[0], half, num_steps,
+          compiled=True)()
       record(name, {'torch_compile_img_s': compiled_img_s,
                     'compile_ratio':
                         results[name]['tiny_flax_img_s'] / compiled_img_s})

@@ -33,6 +33,26 @@ def test_benchmark_quick_writes_json(tmp_path):
   assert '| shufflenet_v2_x1_0 | 64 |' in result.stdout
 
 
+def test_rounds_alternate_and_the_ratio_is_the_median_of_theirs():
+  from scripts import benchmark  # pylint: disable=g-import-not-at-top
+  calls = []
+  seconds = {'ours': iter([0.5, 1.0, 0.8]), 'theirs': iter([0.6, 0.6, 1.2])}
+
+  def timer(side):
+    def time_step():
+      calls.append(side)
+      return next(seconds[side])
+    return time_step
+  rates = benchmark._alternate([timer('ours'), timer('theirs')], 3, 60)
+  assert calls == ['ours', 'theirs'] * 3
+  assert rates == [[120, 60, 75], [100, 100, 50]]
+  result = benchmark._train_rates(rates, gflops_per_img=2.0, peak=1e12)
+  assert result['tiny_flax_img_s'] == 75 and result['torch_img_s'] == 100
+  # Per round 1.2, 0.6, 1.5: their median, not the medians' quotient (0.75).
+  assert result['ratio'] == pytest.approx(1.2)
+  assert result['mfu'] == pytest.approx(3 * 2e9 * 75 / 1e12)
+
+
 def test_benchmark_measures_each_model_in_a_new_process(tmp_path):
   path = tmp_path / 'bench.json'
   result = conftest.run_python(
