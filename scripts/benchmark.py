@@ -24,8 +24,8 @@ import importlib
 import json
 import math
 import os
-import statistics
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -365,9 +365,10 @@ def _alternate(timers, rounds, batch_size):
 def _train_rates(rates, gflops_per_img, peak):
   """Medians over the rounds; the ratio is the median of each round's."""
   ours = statistics.median(rates[0])
+  train_flop_s = 3 * gflops_per_img * 1e9 * ours
   result = {'tiny_flax_img_s': ours,
-            'train_tflop_s': 3 * gflops_per_img * ours / 1e3,
-            'mfu': 3 * gflops_per_img * 1e9 * ours / peak,
+            'train_tflop_s': train_flop_s / 1e12,
+            'mfu': train_flop_s / peak,
             'matmul_peak_tflop_s': peak / 1e12}
   if len(rates) > 1:
     per_round = [a / b for a, b in zip(*rates)]
@@ -375,6 +376,13 @@ def _train_rates(rates, gflops_per_img, peak):
                   ratio=statistics.median(per_round),
                   ratio_per_round=per_round)
   return result
+
+
+def _write_json(results):
+  """All results so far to --json: a later failure keeps the earlier ones."""
+  if _JSON.value:
+    with open(_JSON.value, 'w') as f:
+      json.dump(results, f, indent=2)
 
 
 def _measure_each_model_in_a_new_process(names):
@@ -392,9 +400,7 @@ def _measure_each_model_in_a_new_process(names):
       if os.path.exists(path):
         with open(path) as f:
           results.update(json.load(f))
-      if _JSON.value:
-        with open(_JSON.value, 'w') as f:
-          json.dump(results, f, indent=2)
+      _write_json(results)
   print_table(results)
   if failed:
     raise SystemExit(f'The benchmark failed for {", ".join(failed)}.')
@@ -422,9 +428,7 @@ def main(argv):
   def record(name, result):
     results.setdefault(name, {}).update(result)
     print(json.dumps({name: result}), flush=True)
-    if _JSON.value:
-      with open(_JSON.value, 'w') as f:
-        json.dump(results, f, indent=2)
+    _write_json(results)
 
   for name in _MODELS.value:
     config = seed_config(name)
