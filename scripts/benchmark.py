@@ -69,7 +69,7 @@ _ROUNDS = flags.DEFINE_integer(
     'ratios).')
 _HALF = flags.DEFINE_bool('half_precision', None,
                           'bf16 compute (default: on accelerators).')
-_PARALLELISM = flags.DEFINE_enum('parallelism', 'pmap', parallel.KINDS,
+_PARALLELISM = flags.DEFINE_enum('parallelism', 'shard_map', parallel.KINDS,
                                  'Parallel wrapper of the train step.')
 _STEP = flags.DEFINE_bool('step', True, 'Measure train/eval steps on a synthetic '
                           'batch (--nostep: only what --resident measures).')
