@@ -463,5 +463,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  launch.restart_with_huge_pages()
+  launch.restart_with_malloc_tunables()
   app.run(main)

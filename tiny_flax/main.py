@@ -4,8 +4,8 @@
 
 Values of the config can be overridden (`--config.num_epochs=2`); running the
 same command again resumes from the latest checkpoint in the workdir. On
-Linux the command first restarts itself once with malloc on huge pages
-(tiny_flax/launch.py).
+Linux the command first restarts itself once with malloc tunables that keep
+XLA:CPU's large buffers mapped between steps (tiny_flax/launch.py).
 """
 
 import logging as py_logging
@@ -68,5 +68,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  launch.restart_with_huge_pages()
+  launch.restart_with_malloc_tunables()
   app.run(main)
