@@ -11,8 +11,9 @@ glibc tunables that keep such memory: large blocks come from malloc's heaps
 (`mmap_max=0`), which are not trimmed between steps (`trim_threshold`) and
 grow in large steps (`top_pad`), on transparent huge pages (`hugetlb=1`).
 ResNet18's step is ~7% faster than with huge pages alone, ShuffleNet's ~6%,
-at the cost of ~0.1 GB more peak memory. Tunables are read when a process
-starts, so the entry points re-execute themselves once with them set.
+at the cost of 0.1-0.45 GB more peak memory (freed memory is kept, not
+returned). Tunables are read when a process starts, so the entry points
+re-execute themselves once with them set.
 """
 
 import os
