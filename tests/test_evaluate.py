@@ -40,6 +40,8 @@ def test_report_files(trained):
   assert metrics['images'] == 400 and metrics['step'] == 10
   assert 0 <= metrics['top1'] <= metrics['top5'] <= 1
   assert len(metrics['per_class']) == 200
+  assert metrics['curves']['epoch'] == [1.0]
+  assert metrics['curves']['val_top1'][0] == pytest.approx(metrics['top1'])
   misses = sum(row['misses'] for row in metrics['per_class'])
   assert misses == round((1 - metrics['top1']) * 400)
   assert all(row['images'] == 2 for row in metrics['per_class'])
@@ -108,5 +110,18 @@ def test_curves_from_scalars_with_one_epoch():
   curves = report.epoch_curves(scalars)
   assert curves['epoch'] == [1.0] and curves['train_loss'] == [3.0]
   assert curves['val_top1'] == [0.2]
-  image = report.figure_to_array(report.plot_curves(curves))
+  image = report.figure_to_array(report.plot_curves({'': curves}))
   assert image.ndim == 3 and image.std() > 0
+
+
+def test_curve_overlay_draws_every_run():
+  curves = {'epoch': [1.0, 2.0], 'train_loss': [3.0, 2.0],
+            'train_accuracy': [0.1, 0.2], 'val_loss': [3.1, 2.5],
+            'val_top1': [0.1, 0.15], 'val_top5': [0.3, 0.4]}
+  fig = report.plot_curves({'tiny_flax': curves, 'PyTorch': curves})
+  accuracy, loss = fig.axes
+  assert len(accuracy.lines) == 6 and len(loss.lines) == 4
+  colours = {line.get_color() for line in accuracy.lines}
+  assert len(colours) == 2
+  assert any('PyTorch validation top-1' == line.get_label()
+             for line in accuracy.lines)

@@ -57,15 +57,15 @@ def evaluate(config, workdir, which='best'):
              'top1': float(np.mean(top5[:, 0] == labels)),
              'top5': float(np.mean((top5 == labels[:, None]).any(axis=1))),
              'loss': float(np.mean(losses))}
+  curves = report.epoch_curves(report.read_scalars(workdir))
   rows = report.per_class(labels, top5[:, 0], class_names)
   pairs = report.confusions(labels, top5[:, 0])
   figures = {
-      'curves': report.plot_curves(report.epoch_curves(
-          report.read_scalars(workdir))),
+      'curves': report.plot_curves({'': curves}),
       'miss_rates': report.plot_miss_rates(rows),
       'confusions': report.plot_confusions(pairs, class_names),
   }
-  report.write(os.path.join(workdir, 'report'), metrics, rows, pairs,
+  report.write(os.path.join(workdir, 'report'), metrics, curves, rows, pairs,
                class_names, figures)
   writer = metric_writers.create_default_writer(
       os.path.join(workdir, 'report'), just_logging=jax.process_index() > 0)

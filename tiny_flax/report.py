@@ -18,6 +18,10 @@ from tensorboard.util import tensor_util
 
 NUM_EXTREMES = 5
 NUM_CONFUSIONS = 10
+# Per-epoch curves, as metrics.json stores them for tiny_flax and for the
+# PyTorch reference (scripts/train_torch_reference.py).
+CURVE_KEYS = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_top1',
+              'val_top5')
 
 
 def read_scalars(workdir):
@@ -37,8 +41,7 @@ def read_scalars(workdir):
 def epoch_curves(scalars):
   """Per-epoch training (mean of its logged values) and validation curves."""
   epochs = scalars.get('epoch', {})
-  curves = {'epoch': [], 'train_loss': [], 'train_accuracy': [],
-            'val_loss': [], 'val_top1': [], 'val_top5': []}
+  curves = {key: [] for key in CURVE_KEYS}
   previous_step = 0
   for step in sorted(epochs):
     curves['epoch'].append(epochs[step])
@@ -50,6 +53,40 @@ def epoch_curves(scalars):
       curves[key].append(scalars.get(key, {}).get(step, np.nan))
     previous_step = step
   return curves
+
+
+def load_curves(path):
+  """Per-epoch curves of a workdir or of a metrics.json (null as NaN)."""
+  if os.path.isdir(path):
+    return epoch_curves(read_scalars(path))
+  with open(path) as f:
+    curves = json.load(f)['curves']
+  return {key: [float('nan') if v is None else v for v in curves[key]]
+          for key in CURVE_KEYS}
+
+
+def top1_table(runs):
+  """Markdown: validation top-1 per epoch, and each run minus the first."""
+  labels = list(runs)
+  first = runs[labels[0]]
+  header = ['epoch'] + [f'{l} top-1' for l in labels] + [
+      f'{l} - {labels[0]}' for l in labels[1:]]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  largest = {label: 0.0 for label in labels[1:]}
+  for index, epoch in enumerate(first['epoch']):
+    values = [runs[l]['val_top1'][index] if index < len(runs[l]['val_top1'])
+              else None for l in labels]
+    cells = [f'{epoch:g}'] + [
+        '' if v is None else f'{100 * v:.2f}' for v in values]
+    for label, value in zip(labels[1:], values[1:]):
+      if value is None:
+        cells.append('')
+        continue
+      difference = 100 * (value - values[0])
+      largest[label] = max(largest[label], abs(difference))
+      cells.append(f'{difference:+.2f}')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines), largest
 
 
 def per_class(labels, predictions, class_names):
@@ -77,20 +114,30 @@ def _label(wnid, name, width=18):
   return f'{wnid}\n{name[:width]}'
 
 
-def plot_curves(curves):
+def plot_curves(runs):
+  """The seed's accuracy and log-loss plots; runs ({label: curves}) overlaid.
+
+  With several runs each has one colour and the line style tells the curves
+  apart; a single run gives each curve its own colour.
+  """
   fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
-  epochs = curves['epoch']
-  acc.plot(epochs, curves['train_accuracy'], 'o-', label='train top-1')
-  acc.plot(epochs, curves['val_top1'], 'o-', label='validation top-1')
-  acc.plot(epochs, curves['val_top5'], 'o--', label='validation top-5')
+  styles = {'train_accuracy': ('train top-1', ':'),
+            'val_top1': ('validation top-1', '-'),
+            'val_top5': ('validation top-5', '--'),
+            'train_loss': ('train', ':'), 'val_loss': ('validation', '-')}
+  palette = plt.cm.tab10.colors
+  for run_index, (run, curves) in enumerate(runs.items()):
+    for key_index, (key, (name, style)) in enumerate(styles.items()):
+      axis = loss if key.endswith('loss') else acc
+      axis.plot(curves['epoch'], curves[key], style, marker='o', markersize=3,
+                color=palette[run_index if len(runs) > 1 else key_index],
+                label=f'{run} {name}'.strip())
   acc.set(xlabel='epoch', ylabel='accuracy', title='Accuracy', ylim=(0, 1))
-  loss.plot(epochs, curves['train_loss'], 'o-', label='train')
-  loss.plot(epochs, curves['val_loss'], 'o-', label='validation')
   loss.set(xlabel='epoch', ylabel='cross-entropy', title='Log loss')
   for axis in (acc, loss):
     axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=8)
   fig.tight_layout()
   return fig
 
@@ -159,12 +206,19 @@ def markdown(metrics, rows, pairs, class_names, figures):
   return '\n\n'.join(parts) + '\n'
 
 
-def write(report_dir, metrics, rows, pairs, class_names, figures):
+def metrics_json(metrics, curves, rows):
+  """The JSON form shared with the PyTorch reference: missing values as null."""
+  curves = {key: [None if np.isnan(v) else v for v in curves[key]]
+            for key in CURVE_KEYS}
+  return json.dumps({**metrics, 'curves': curves, 'per_class': rows}, indent=1)
+
+
+def write(report_dir, metrics, curves, rows, pairs, class_names, figures):
   """metrics.json, one PNG per figure and report.md, all in `report_dir`."""
   os.makedirs(report_dir, exist_ok=True)
   for name, fig in figures.items():
     fig.savefig(os.path.join(report_dir, f'{name}.png'), dpi=110)
   with open(os.path.join(report_dir, 'metrics.json'), 'w') as f:
-    json.dump({**metrics, 'per_class': rows}, f, indent=1)
+    f.write(metrics_json(metrics, curves, rows))
   with open(os.path.join(report_dir, 'report.md'), 'w') as f:
     f.write(markdown(metrics, rows, pairs, class_names, figures))

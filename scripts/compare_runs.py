@@ -1,0 +1,45 @@
+"""Curves of several runs overlaid, and their validation top-1 epoch by epoch.
+
+    python -m scripts.compare_runs --run=tiny_flax=runs/shufflenet \
+        --run=PyTorch=/tmp/torch_shufflenet/metrics.json --out=shufflenet.png
+
+A run is LABEL=PATH: a tiny_flax workdir (curves read from its TensorBoard
+events, no evaluation needed) or a metrics.json written by
+`tiny_flax.evaluate` or `scripts.train_torch_reference`. Prints a markdown
+table of validation top-1 per epoch, with each run's difference from the first
+and the largest such difference.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+
+from tiny_flax import report
+
+_RUNS = flags.DEFINE_multi_string('run', None, 'LABEL=PATH, two or more.')
+_OUT = flags.DEFINE_string('out', None, 'PNG of the overlaid curves.')
+flags.mark_flags_as_required(['run'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  runs = {}
+  for run in _RUNS.value:
+    label, sep, path = run.partition('=')
+    if not sep or not os.path.exists(path):
+      raise app.UsageError(f'--run={run}: write LABEL=PATH of a workdir or '
+                           'metrics.json that exists.')
+    runs[label] = report.load_curves(path)
+  table, largest = report.top1_table(runs)
+  print(table)
+  for label, difference in largest.items():
+    print(f'largest |{label} - {next(iter(runs))}| in top-1: '
+          f'{difference:.2f} points')
+  if _OUT.value:
+    report.plot_curves(runs).savefig(_OUT.value, dpi=90)
+
+
+if __name__ == '__main__':
+  app.run(main)
