@@ -1,0 +1,129 @@
+"""The PyTorch reference trainer: the same recipe as tiny_flax, or a refusal by name."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from torchvision import transforms
+
+import conftest
+from configs import default
+from configs import resnet18
+from configs import shufflenet_v2
+from scripts import train_torch_reference as reference
+from tiny_flax import errors
+from tiny_flax import optim
+from tiny_flax import report
+
+
+def _run(fake_manual_dir, out, *flags, config='configs/shufflenet_v2.py'):
+  return conftest.run_python(
+      ['-m', 'scripts.train_torch_reference', f'--config={config}',
+       f'--manual_dir={fake_manual_dir}', f'--out={out}', '--workers=0',
+       '--config.batch_size=32', '--config.steps_per_eval=2',
+       '--config.log_every_steps=1'] + list(flags))
+
+
+def test_trains_writes_the_report_json_and_resumes(fake_manual_dir, tmp_path):
+  out = tmp_path / 'torch'
+  first = _run(fake_manual_dir, out, '--config.num_train_steps=2')
+  assert first.returncode == 0, first.stderr[-3000:]
+  second = _run(fake_manual_dir, out, '--config.num_train_steps=3')
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert 'Resuming from the checkpoint of step 2' in second.stderr
+  metrics = json.loads((out / 'metrics.json').read_text())
+  # 200 classes x 4 training images in batches of 32: 25 steps an epoch.
+  assert metrics['step'] == 3 and metrics['images'] == 64
+  assert metrics['curves']['epoch'] == [2 / 25, 3 / 25]
+  assert metrics['curves']['val_top1'][-1] == metrics['top1']
+  assert 0 <= metrics['top1'] <= metrics['top5'] <= 1
+  assert np.isfinite(metrics['curves']['train_loss']).all()
+  assert len(metrics['per_class']) == 200
+  assert sum(r['images'] for r in metrics['per_class']) == 64
+  assert not list(out.glob('*.tmp'))
+
+
+@pytest.mark.parametrize('flag, named', [
+    ('--config.half_precision=true', 'half_precision'),
+    ('--config.optimizer=lamb', 'lamb'),
+    ('--config.input.train=random_horizontal_flip|solarize|to_tensor',
+     'solarize'),
+])
+def test_refuses_what_it_cannot_reproduce(fake_manual_dir, tmp_path, flag,
+                                          named):
+  result = _run(fake_manual_dir, tmp_path / 'out', flag)
+  assert result.returncode == 1
+  assert named in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_refuses_a_model_torchvision_lacks(fake_manual_dir, tmp_path):
+  result = _run(fake_manual_dir, tmp_path / 'out', config='configs/smoke.py')
+  assert result.returncode == 1 and 'resnet_tiny' in result.stderr
+
+
+def test_missing_archive_is_a_clear_error(tmp_path):
+  result = _run(str(tmp_path), tmp_path / 'out')
+  assert result.returncode == 1
+  assert 'Tiny ImageNet not found' in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('config', [
+    resnet18.get_config(), shufflenet_v2.get_config('budget'),
+    resnet18.get_config('tuned')])
+def test_schedule_equals_tiny_flax(config):
+  steps_per_epoch = 50
+  ours = optim.learning_rate_schedule(config, steps_per_epoch)
+  factor = reference.learning_rate_factor(config, steps_per_epoch)
+  for step in range(0, config.num_epochs * steps_per_epoch, 7):
+    assert config.learning_rate * factor(step) == pytest.approx(
+        float(ours(step)), rel=1e-4, abs=1e-7)  # optax computes in float32
+
+
+def test_recipes_map_to_torchvision_transforms():
+  config = resnet18.get_config('budget')
+  train = reference.compose(config.input.train).transforms
+  assert [type(t) for t in train] == [
+      transforms.RandomResizedCrop, transforms.RandomHorizontalFlip,
+      transforms.ToTensor, transforms.Normalize]
+  assert train[0].size == (64, 64) and train[0].scale == (0.35, 1.0)
+  assert train[3].mean == (0.485, 0.456, 0.406)
+  with pytest.raises(errors.UserError, match='no torchvision counterpart'):
+    reference.compose('to_tensor|posterize(4)')
+
+
+def test_optimizer_carries_the_recipe():
+  config = default.get_config()
+  config.optimizer, config.nesterov, config.weight_decay = 'sgd', True, 5e-4
+  group = reference.optimizer(config, [reference.torch.zeros(1)]).param_groups[0]
+  assert (group['lr'], group['momentum'], group['nesterov'],
+          group['weight_decay']) == (1e-3, 0.9, True, 5e-4)
+
+
+def test_top1_table_and_largest_difference(tmp_path):
+  curves = {key: [0.1, 0.2] for key in ('train_loss', 'train_accuracy',
+                                        'val_loss', 'val_top5')}
+  first = {**curves, 'epoch': [1.0, 2.0], 'val_top1': [0.10, 0.20]}
+  second = {**curves, 'epoch': [1.0, 2.0], 'val_top1': [0.12, 0.17]}
+  path = tmp_path / 'metrics.json'
+  path.write_text(json.dumps({'curves': {**second, 'val_loss': [None, 0.2]}}))
+  loaded = report.load_curves(str(path))
+  assert np.isnan(loaded['val_loss'][0]) and loaded['val_top1'] == [0.12, 0.17]
+  table, largest = report.top1_table({'a': first, 'b': loaded})
+  assert largest['b'] == pytest.approx(3.0)
+  assert '| 2 | 20.00 | 17.00 | -3.00 |' in table.splitlines()
+
+
+def test_compare_runs_draws_the_overlay(tmp_path):
+  curves = {'epoch': [1.0], 'train_loss': [3.0], 'train_accuracy': [0.1],
+            'val_loss': [3.0], 'val_top1': [0.1], 'val_top5': [0.3]}
+  for name in ('a', 'b'):
+    (tmp_path / f'{name}.json').write_text(json.dumps({'curves': curves}))
+  out = tmp_path / 'overlay.png'
+  result = conftest.run_python(
+      ['-m', 'scripts.compare_runs', f'--run=A={tmp_path / "a.json"}',
+       f'--run=B={tmp_path / "b.json"}', f'--out={out}'])
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'largest |B - A| in top-1: 0.00 points' in result.stdout
+  assert os.path.getsize(out) > 10_000
