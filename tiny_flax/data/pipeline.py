@@ -81,11 +81,15 @@ def _decode(example):
   return {'image': image, 'label': tf.cast(example['label'], tf.int32)}
 
 
-def _decoded(builder, split, cache):
+def _decoded(builder, split, cache, count=-1):
+  """The first `count` (-1: all) examples of this process's share, decoded.
+
+  Cut before caching: a cache read only in part is discarded at every pass.
+  """
   split = tfds.split_for_jax_process(split, drop_remainder=split == 'train')
   ds = builder.as_dataset(split=split, shuffle_files=False,
                           decoders={'image': tfds.decode.SkipDecoding()})
-  ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.take(count).map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.cache() if cache else ds
 
 
@@ -158,7 +162,8 @@ class EvalBatches:
       self._num_batches = min(self._num_batches, config.steps_per_eval)
     per_image_fn, pointwise_fn = preprocess.split_for_config(config, train=False)
     no_seed = tf.zeros([2], tf.int32)
-    ds = _decoded(builder, split, cache=config.input.cache).map(
+    ds = _decoded(builder, split, config.input.cache,
+                  self._num_batches * self._batch_size).map(
         lambda ex: {'image': per_image_fn(ex['image'], no_seed),
                     'label': ex['label']},
         num_parallel_calls=tf.data.AUTOTUNE)
