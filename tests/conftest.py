@@ -46,9 +46,9 @@ def fake_builder(fake_config):
   return pipeline.prepare(fake_config)
 
 
-def run_python(args, env=None, timeout=600):
-  """Runs `python args...` from the repo root in a fresh process."""
+def run_python(args, env=None, timeout=600, cwd=REPO):
+  """Runs `python args...` in a fresh process (from the repo root by default)."""
   full_env = dict(os.environ, **(env or {}))
   full_env['PYTHONPATH'] = REPO
-  return subprocess.run([sys.executable] + list(args), cwd=REPO, env=full_env,
+  return subprocess.run([sys.executable] + list(args), cwd=cwd, env=full_env,
                         capture_output=True, text=True, timeout=timeout)

@@ -119,3 +119,27 @@ def test_workdir_of_another_model_is_refused(tmp_path, smoke_data):
       '{"model": "resnet50", "dataset": {"source": "fake", '
       '"fake_train_per_class": 20, "fake_val_per_class": 5}}')
   _assert_user_error(_main(workdir, *smoke_data), 'resnet50', 'resnet_tiny')
+
+
+def test_without_workdir_the_run_goes_to_runs_config(tmp_path, smoke_data):
+  """The design's own command: --config alone, run again to resume."""
+  command = ['-m', 'tiny_flax.main',
+             f'--config={os.path.join(conftest.REPO, "configs", "smoke.py")}',
+             '--config.num_train_steps=2', '--config.steps_per_eval=1',
+             *smoke_data]
+  first = conftest.run_python(command, cwd=tmp_path)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'Workdir: runs/smoke' in first.stderr
+  assert _steps_saved(tmp_path / 'runs' / 'smoke') == [2]
+  second = conftest.run_python(command, cwd=tmp_path)
+  assert second.returncode == 0 and 'from step 2' in second.stderr
+
+
+def test_print_config_prints_and_trains_nothing():
+  result = conftest.run_python(
+      ['-m', 'tiny_flax.main', '--config=configs/resnet18.py:budget',
+       '--print_config', '--config.num_epochs=3'], cwd=conftest.REPO)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'model: resnet18' in result.stdout and 'num_epochs: 3' in result.stdout
+  assert 'nesterov: true' in result.stdout
+  assert 'Workdir' not in result.stderr

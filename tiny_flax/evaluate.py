@@ -1,6 +1,9 @@
 """Evaluates a trained run on the whole validation split and writes its report.
 
-    python -m tiny_flax.evaluate --config=configs/resnet18.py --workdir=runs/resnet18
+    python -m tiny_flax.evaluate --workdir=runs/resnet18
+
+The run's config comes from the workdir's record; `--config` (with overrides,
+e.g. another batch size) is still accepted and checked against it.
 
 Writes WORKDIR/report/: metrics.json (top-1, top-5, loss, per-class miss
 rates), curves.png, miss_rates.png, confusions.png and report.md; the same
@@ -26,11 +29,12 @@ from tiny_flax import steps
 from tiny_flax.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'The config the run was trained with.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run.')
+    'config', None, 'The config the run was trained with; default: the '
+    'workdir\'s record of it.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run.',
+                               required=True)
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', 'best', 'best (by validation top-1), latest, or a step.')
-flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def predict_validation(state, builder, config):
@@ -47,8 +51,11 @@ def predict_validation(state, builder, config):
 
 
 def evaluate(config, workdir, which='best'):
-  checkpointing.check_same_run(workdir, checkpointing.load_config(workdir),
-                               config)
+  """Writes WORKDIR/report/ for `config` (None: the recorded one); its metrics."""
+  recorded = checkpointing.load_config(workdir)
+  if config is None:
+    config = recorded
+  checkpointing.check_same_run(workdir, recorded, config)
   state, step = inference.restore(config, workdir, which)
   builder = pipeline.prepare(config)
   class_names = pipeline.class_names(builder)

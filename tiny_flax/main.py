@@ -3,7 +3,10 @@
     python -m tiny_flax.main --config=configs/resnet18.py --workdir=runs/resnet18
 
 Values of the config can be overridden (`--config.num_epochs=2`); running the
-same command again resumes from the latest checkpoint in the workdir. On
+same command again resumes from the latest checkpoint in the workdir. Without
+`--workdir` a run goes to runs/CONFIG (runs/CONFIG_VARIANT for
+`--config=configs/CONFIG.py:VARIANT`). `--print_config` prints the resolved
+config and exits. On
 Linux the command first restarts itself once with malloc tunables that keep
 XLA:CPU's large buffers mapped between steps (tiny_flax/launch.py).
 """
@@ -25,11 +28,14 @@ from tiny_flax import train
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path of a config file (configs/*.py).', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Folder of the run: checkpoints, TensorBoard events.')
+    'workdir', None, 'Folder of the run: checkpoints, TensorBoard events. '
+    'Default: runs/ and the config\'s name (and variant).')
+_PRINT_CONFIG = flags.DEFINE_bool(
+    'print_config', False, 'Print the resolved config and exit.')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', None, 'Call jax.distributed.initialize() (multi-process '
     'runs). Default: when a cluster environment is detected.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['config'])
 
 # Environment variables through which jax.distributed finds its cluster.
 _CLUSTER_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'SLURM_STEP_NUM_TASKS',
@@ -51,16 +57,29 @@ def _is_multi_process():
       v in os.environ for v in _CLUSTER_VARIABLES if v != 'TPU_WORKER_HOSTNAMES')
 
 
+def default_workdir(config_filename):
+  """runs/NAME for configs/NAME.py, runs/NAME_VARIANT for configs/NAME.py:VARIANT."""
+  path, _, variant = config_filename.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('runs', f'{name}_{variant}' if variant else name)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _PRINT_CONFIG.value:
+    print(_CONFIG.value)
+    return
+  workdir = _WORKDIR.value or default_workdir(
+      config_flags.get_config_filename(flags.FLAGS['config']))
+  print(f'Workdir: {workdir} (the same command resumes it).', file=sys.stderr)
   logging.get_absl_handler().addFilter(_HideLibraryInfo())
   if _is_multi_process():
     jax.distributed.initialize()
   logging.info('Process %d of %d; local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(_CONFIG.value, workdir)
   except errors.UserError as e:
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
