@@ -6,6 +6,7 @@ from tiny_flax.models import resnet
 from tiny_flax.models import shufflenet
 from tiny_flax.models.torchvision_import import load_torchvision
 from tiny_flax.models.torchvision_import import merge_pretrained
+from tiny_flax.models.torchvision_import import to_torchvision
 
 _MODELS = {
     'alexnet': alexnet.AlexNet,
@@ -14,6 +15,10 @@ _MODELS = {
     'resnet_tiny': resnet.ResNetTiny,
     'shufflenet_v2_x1_0': shufflenet.ShuffleNetV2X1_0,
 }
+
+
+# Models that torchvision has under the same name (all but the test-sized one).
+TORCHVISION_NAMES = ('alexnet', 'resnet18', 'resnet50', 'shufflenet_v2_x1_0')
 
 
 def names():

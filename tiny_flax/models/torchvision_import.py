@@ -1,4 +1,4 @@
-"""torchvision state dicts to Flax variables, and pretrained initialisation.
+"""torchvision state dicts to Flax variables and back, and pretrained initialisation.
 
 The Flax modules name their submodules after torchvision's keys with each
 numeric index joined to its parent (`layer1.0.conv1` -> `layer1_0/conv1`), so
@@ -9,6 +9,7 @@ torch is only needed to read `.pth` files.
 
 import os
 import pickle
+import re
 
 from absl import logging
 import flax
@@ -95,6 +96,59 @@ def load_torchvision(name, state_dict):
       params[path + ('bias',)] = tensors['bias']
   return {'params': flax.traverse_util.unflatten_dict(params),
           'batch_stats': flax.traverse_util.unflatten_dict(batch_stats)}
+
+
+def _torch_module(path):
+  """The inverse of `_flax_path`: ('layer1_0', 'conv1') -> 'layer1.0.conv1'."""
+  parts = []
+  for part in path:
+    indices = []
+    while match := re.fullmatch(r'(.+)_(\d+)', part):
+      part, index = match.groups()
+      indices.insert(0, index)
+    parts += [part] + indices
+  return '.'.join(parts)
+
+
+def to_torchvision(name, variables, num_batches_tracked=0):
+  """The torchvision state dict (numpy values) of model `name`'s variables.
+
+  The inverse of `load_torchvision`: `torchvision.models.<name>()` loads it
+  strictly once its values are tensors. `num_batches_tracked` fills the
+  BatchNorm counters that Flax does not keep (torch reads them only with
+  momentum=None).
+  """
+  flattened = _FLATTENED_INPUTS.get(name, {})
+  modules = {}
+  for collection in ('params', 'batch_stats'):
+    tree = flax.traverse_util.flatten_dict(
+        flax.core.unfreeze(variables.get(collection, {})))
+    for path, value in tree.items():
+      modules.setdefault(path[:-1], {})[path[-1]] = np.asarray(value)
+  state_dict = {}
+  for path, tensors in modules.items():
+    prefix = _torch_module(path) + '.'
+    if 'mean' in tensors:
+      state_dict.update({
+          prefix + 'weight': tensors['scale'], prefix + 'bias': tensors['bias'],
+          prefix + 'running_mean': tensors['mean'],
+          prefix + 'running_var': tensors['var'],
+          prefix + 'num_batches_tracked': np.array(num_batches_tracked,
+                                                   np.int64)})
+      continue
+    kernel = tensors['kernel']
+    if kernel.ndim == 4:
+      weight = kernel.transpose(3, 2, 0, 1)
+    elif path in flattened:
+      channels, height, width = flattened[path]
+      weight = kernel.reshape(height, width, channels, -1).transpose(
+          3, 2, 0, 1).reshape(kernel.shape[-1], -1)
+    else:
+      weight = kernel.T
+    state_dict[prefix + 'weight'] = np.ascontiguousarray(weight)
+    if 'bias' in tensors:
+      state_dict[prefix + 'bias'] = tensors['bias']
+  return state_dict
 
 
 def _describe(path):

@@ -1,0 +1,112 @@
+"""Export to torchvision: exact round trip, equal logits, and the command's errors."""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import conftest
+from tiny_flax import models
+
+torch = pytest.importorskip('torch')
+torchvision = pytest.importorskip('torchvision')
+
+# The seed's input size of each model.
+SIZES = {'alexnet': 224, 'resnet18': 64, 'resnet50': 64,
+         'shufflenet_v2_x1_0': 64}
+
+
+def _trained_like_variables(name):
+  """Initial variables with running statistics that are not the defaults."""
+  variables = jax.jit(functools.partial(models.create(name, 200).init,
+                                        train=False))(
+                                            jax.random.key(1),
+                                            jnp.zeros((1, 64, 64, 3)))
+  rng = np.random.default_rng(2)
+  variables = jax.tree.map(np.asarray, variables)
+  variables['batch_stats'] = jax.tree.map(
+      lambda x: (x + rng.uniform(0.1, 0.5, x.shape)).astype(x.dtype),
+      variables.get('batch_stats', {}))
+  return variables
+
+
+@pytest.mark.parametrize('name', sorted(SIZES))
+def test_torchvision_loads_it_strictly_and_gives_the_same_logits(name):
+  variables = _trained_like_variables(name)
+  state_dict = models.to_torchvision(name, variables, num_batches_tracked=7)
+  back = models.load_torchvision(name, state_dict)
+  for collection in ('params', 'batch_stats'):
+    assert jax.tree.all(jax.tree.map(np.array_equal, back[collection],
+                                     variables.get(collection, {})))
+  torch_model = getattr(torchvision.models, name)(num_classes=200)
+  torch_model.load_state_dict(
+      {k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
+  torch_model.eval()
+  size = SIZES[name]
+  images = np.random.default_rng(3).normal(
+      size=(2, size, size, 3)).astype(np.float32)
+  logits = np.asarray(models.create(name, 200).apply(variables, images,
+                                                     train=False))
+  with torch.no_grad():
+    expected = torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2)))
+  expected = expected.numpy()
+  assert np.linalg.norm(logits - expected) / np.linalg.norm(expected) < 1e-4
+
+
+@pytest.fixture(scope='module')
+def resnet18_run(fake_config, fake_builder, tmp_path_factory):
+  """A ResNet18 workdir after one step on the small fake archive."""
+  del fake_builder
+  workdir = tmp_path_factory.mktemp('resnet18')
+  result = conftest.run_python(
+      ['-m', 'tiny_flax.main', '--config=configs/smoke.py',
+       f'--workdir={workdir}', '--config.model=resnet18',
+       '--config.num_train_steps=1', '--config.steps_per_eval=1',
+       '--config.batch_size=8'] +
+      [f'--config.dataset.{key}={fake_config.dataset[key]}'
+       for key in ('manual_dir', 'data_dir', 'fake_train_per_class',
+                   'fake_val_per_class')])
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def test_export_command_writes_a_loadable_state_dict(resnet18_run, tmp_path):
+  out = tmp_path / 'resnet18.pth'
+  result = conftest.run_python(['-m', 'tiny_flax.export',
+                                f'--workdir={resnet18_run}', f'--out={out}'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'step 1' in result.stdout
+  state_dict = torch.load(out, weights_only=True)
+  model = torchvision.models.resnet18(num_classes=200)
+  model.load_state_dict(state_dict, strict=True)
+  assert int(state_dict['bn1.num_batches_tracked']) == 1
+  assert not torch.equal(state_dict['bn1.running_var'], torch.ones(64))
+
+
+@pytest.mark.parametrize('case', ['no_checkpoint', 'unwritable', 'not_torchvision'])
+def test_export_errors_leave_nothing_at_out(resnet18_run, tmp_path, case):
+  out = tmp_path / 'model.pth'
+  workdir = resnet18_run
+  if case == 'no_checkpoint':
+    workdir = tmp_path / 'empty'
+    os.makedirs(workdir)
+    (workdir / 'config.json').write_text((resnet18_run / 'config.json').read_text())
+  elif case == 'unwritable':
+    out = tmp_path / 'missing_folder' / 'model.pth'
+  else:
+    workdir = tmp_path / 'tiny'
+    os.makedirs(workdir)
+    (workdir / 'config.json').write_text(
+        (resnet18_run / 'config.json').read_text().replace(
+            '"resnet18"', '"resnet_tiny"'))
+  result = conftest.run_python(['-m', 'tiny_flax.export', f'--workdir={workdir}',
+                                f'--out={out}'])
+  assert result.returncode == 1, result.stderr[-2000:]
+  message = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  expected = {'no_checkpoint': 'No checkpoint', 'unwritable': 'Cannot write',
+              'not_torchvision': 'resnet_tiny'}[case]
+  assert message and expected in message[0]
+  assert not os.path.exists(out) and not os.path.exists(f'{out}.partial')
