@@ -20,6 +20,7 @@ from tiny_flax import checkpointing
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import parallel
+from tiny_flax import progress
 from tiny_flax import resident_data
 from tiny_flax import steps
 from tiny_flax.data import pipeline
@@ -142,6 +143,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   train_batches = par.prefetch(host_batches)
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer)
+  bars = progress.EpochBars(steps_per_epoch, num_steps, config.batch_size,
+                            enabled=jax.process_index() == 0)
 
   train_metrics = []
   for step in range(start_step + 1, num_steps + 1):
@@ -149,12 +152,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       state, step_metrics = p_train_step(state, next(train_batches))
     train_metrics.append(step_metrics)
     report_progress(step)
+    bars.update(step)
 
     if step % config.log_every_steps == 0 or step == num_steps:
       summary = {f'train_{k}': v for k, v in
                  par.merge_metrics(train_metrics).compute().items()}
       summary['learning_rate'] = learning_rate_fn(step - 1)
       writer.write_scalars(step, summary)
+      bars.show(summary)
       train_metrics = []
 
     if step % steps_per_epoch == 0 or step == num_steps:

@@ -1,0 +1,42 @@
+"""The live progress bars: drawn on a terminal only, one per epoch, with the run's ETA."""
+
+import io
+
+from tiny_flax import progress
+
+
+class _Terminal(io.StringIO):
+
+  def isatty(self):
+    return True
+
+
+def _train(stream, steps_per_epoch=4, num_steps=10, start_step=0, **kwargs):
+  bars = progress.EpochBars(steps_per_epoch, num_steps, 32, stream=stream,
+                            **kwargs)
+  for step in range(start_step + 1, num_steps + 1):
+    bars.update(step)
+    if step % 2 == 0:
+      bars.show({'train_loss': 5.25, 'train_accuracy': 0.125})
+  bars.close()
+  return stream.getvalue()
+
+
+def test_a_bar_per_epoch_on_a_terminal():
+  text = _train(_Terminal())
+  for epoch in ('epoch 1/3', 'epoch 2/3', 'epoch 3/3'):
+    assert epoch in text
+  assert '128/128' in text and '64/64' in text  # the last epoch is shorter
+  assert 'img/s' in text and 'run ETA' in text
+  assert 'loss=5.2500' in text and 'accuracy=0.1250' in text
+
+
+def test_resumed_mid_epoch_the_bar_starts_where_the_run_is():
+  text = _train(_Terminal(), start_step=5)
+  assert 'epoch 1/3' not in text and 'epoch 2/3' in text
+  assert '128/128' in text
+
+
+def test_nothing_drawn_off_a_terminal_or_on_other_processes():
+  assert _train(io.StringIO()) == ''
+  assert _train(_Terminal(), enabled=False) == ''
