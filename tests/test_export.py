@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 import conftest
+from tiny_flax import checkpointing
 from tiny_flax import models
+from tiny_flax import optim
+from tiny_flax import steps
 
 torch = pytest.importorskip('torch')
 torchvision = pytest.importorskip('torchvision')
@@ -57,19 +60,21 @@ def test_torchvision_loads_it_strictly_and_gives_the_same_logits(name):
 
 
 @pytest.fixture(scope='module')
-def resnet18_run(fake_config, fake_builder, tmp_path_factory):
-  """A ResNet18 workdir after one step on the small fake archive."""
-  del fake_builder
+def resnet18_run(fake_config, tmp_path_factory):
+  """A ResNet18 workdir with one checkpoint, of step 1, as training leaves it."""
   workdir = tmp_path_factory.mktemp('resnet18')
-  result = conftest.run_python(
-      ['-m', 'tiny_flax.main', '--config=configs/smoke.py',
-       f'--workdir={workdir}', '--config.model=resnet18',
-       '--config.num_train_steps=1', '--config.steps_per_eval=1',
-       '--config.batch_size=8'] +
-      [f'--config.dataset.{key}={fake_config.dataset[key]}'
-       for key in ('manual_dir', 'data_dir', 'fake_train_per_class',
-                   'fake_val_per_class')])
-  assert result.returncode == 0, result.stderr[-3000:]
+  config = fake_config.copy_and_resolve_references()
+  config.model = 'resnet18'
+  checkpointing.check_workdir(str(workdir), config)
+  model = models.create('resnet18', 200)
+  state = steps.create_train_state(config, model, (64, 64, 3),
+                                   optim.learning_rate_schedule(config, 1))
+  variables = _trained_like_variables('resnet18')
+  state = state.replace(step=1, batch_stats=variables['batch_stats'])
+  manager = checkpointing.manager(str(workdir))
+  checkpointing.save(manager, 1, state, {'val_top1': 0.1})
+  manager.wait_until_finished()
+  manager.close()
   return workdir
 
 
