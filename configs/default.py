@@ -65,6 +65,8 @@ def get_config():
   config.half_precision = False  # bf16 compute, float32 params
   config.seed = 0
   config.checkpoints_to_keep = 3
+  # Besides every epoch end; asked at log steps. 0: epoch ends only.
+  config.checkpoint_every_minutes = 10.0
   # A torchvision state dict (.pth) to start from; a head of another class
   # count is re-initialised.
   config.init_from = ''

@@ -5,10 +5,13 @@ complete, so an interrupted save never leaves a checkpoint the next run would
 restore. The latest `keep` checkpoints and the best by validation top-1 stay.
 """
 
+import fcntl
 import json
 import os
+import socket
 
 from absl import logging
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -60,6 +63,33 @@ def check_workdir(workdir, config):
         'you can write to.') from e
 
 
+def lock_workdir(workdir):
+  """An open file holding WORKDIR/.lock: one live run per workdir.
+
+  flock is released by the kernel when its process ends, however it ends, so
+  a killed run never blocks the next. Only process 0 locks (a multi-host run
+  shares its workdir).
+  """
+  path = os.path.join(workdir, '.lock')
+  lock = open(path, 'a+')  # pylint: disable=consider-using-with
+  if jax.process_index() > 0:
+    return lock
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError as e:
+    lock.seek(0)
+    holder = lock.read().strip() or 'another process'
+    lock.close()
+    raise errors.UserError(
+        f'{workdir} is in use by {holder}. Wait for that run to end or stop '
+        'it, or pass another --workdir.') from e
+  lock.seek(0)
+  lock.truncate()
+  lock.write(f'process {os.getpid()} on {socket.gethostname()}\n')
+  lock.flush()
+  return lock
+
+
 def load_config(workdir):
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
@@ -102,10 +132,15 @@ def manager(workdir, keep=3, read_only=False):
           cleanup_tmp_directories=not read_only))
 
 
-def save(checkpoints, step, state, metrics):
-  """Starts an asynchronous save; training goes on while it is written."""
+def save(checkpoints, step, state, metrics=None):
+  """Starts an asynchronous save; training goes on while it is written.
+
+  Without metrics (a save inside an epoch) the checkpoint is kept as one of
+  the latest, never as the best.
+  """
   checkpoints.save(step, args=ocp.args.StandardSave(state),
-                   metrics={k: float(v) for k, v in metrics.items()})
+                   metrics=None if metrics is None else {
+                       k: float(v) for k, v in metrics.items()})
 
 
 def restore(checkpoints, state, which='best'):

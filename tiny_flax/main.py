@@ -79,7 +79,7 @@ def main(argv):
   logging.info('Process %d of %d; local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:
-    train.train_and_evaluate(_CONFIG.value, workdir)
+    return train.train_and_evaluate(_CONFIG.value, workdir)
   except errors.UserError as e:
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)

@@ -7,6 +7,7 @@ restarted run resumes from the latest checkpoint.
 
 import functools
 import itertools
+import sys
 
 from absl import logging
 from clu import metric_writers
@@ -20,6 +21,7 @@ from tiny_flax import checkpointing
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import parallel
+from tiny_flax import preemption
 from tiny_flax import progress
 from tiny_flax import resident_data
 from tiny_flax import steps
@@ -98,8 +100,13 @@ def evaluate(p_eval_step, state, batches, par):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
-  """Trains `config` in `workdir`, resuming from its latest checkpoint."""
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  Returns the process's exit code: 0, or 130 when Ctrl-C stopped the run
+  (SIGTERM stops it with 0: the run is resumable, not failed).
+  """
   checkpointing.check_workdir(workdir, config)
+  lock = checkpointing.lock_workdir(workdir)  # held until the process ends
   par = parallel.Parallel(config.parallelism)
   par.check_batch_size(config.batch_size)
   # Mistakes in the config fail here, before minutes of data preparation.
@@ -146,30 +153,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   bars = progress.EpochBars(steps_per_epoch, num_steps, config.batch_size,
                             enabled=jax.process_index() == 0)
 
+  stop = preemption.StopRequests(checkpoints)
+  timer = preemption.CheckpointTimer(config.checkpoint_every_minutes)
+
+  def save(step, metrics=None):
+    checkpointing.save(checkpoints, step, par.unreplicate(state), metrics)
+    timer.saved()
+
   train_metrics = []
-  for step in range(start_step + 1, num_steps + 1):
-    with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      state, step_metrics = p_train_step(state, next(train_batches))
-    train_metrics.append(step_metrics)
-    report_progress(step)
-    bars.update(step)
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        state, step_metrics = p_train_step(state, next(train_batches))
+      train_metrics.append(step_metrics)
+      report_progress(step)
+      bars.update(step)
+      epoch_end = step % steps_per_epoch == 0 or step == num_steps
 
-    if step % config.log_every_steps == 0 or step == num_steps:
-      summary = {f'train_{k}': v for k, v in
-                 par.merge_metrics(train_metrics).compute().items()}
-      summary['learning_rate'] = learning_rate_fn(step - 1)
-      writer.write_scalars(step, summary)
-      bars.show(summary)
-      train_metrics = []
+      if step % config.log_every_steps == 0 or step == num_steps:
+        summary = {f'train_{k}': v for k, v in
+                   par.merge_metrics(train_metrics).compute().items()}
+        summary['learning_rate'] = learning_rate_fn(step - 1)
+        writer.write_scalars(step, summary)
+        bars.show(summary)
+        train_metrics = []
+        if not epoch_end and timer.due():
+          save(step)
 
-    if step % steps_per_epoch == 0 or step == num_steps:
-      with report_progress.timed('eval'):
-        eval_metrics = evaluate(p_eval_step, state, eval_batches, par)
-      eval_metrics = {f'val_{k}': v for k, v in eval_metrics.items()}
-      eval_metrics['epoch'] = step / steps_per_epoch
-      writer.write_scalars(step, eval_metrics)
-      logging.info('Step %d: %s', step, eval_metrics)
-      checkpointing.save(checkpoints, step, par.unreplicate(state), eval_metrics)
-  writer.flush()
-  checkpoints.wait_until_finished()
-  checkpoints.close()
+      if epoch_end:
+        with report_progress.timed('eval'):
+          eval_metrics = evaluate(p_eval_step, state, eval_batches, par)
+        eval_metrics = {f'val_{k}': v for k, v in eval_metrics.items()}
+        eval_metrics['epoch'] = step / steps_per_epoch
+        writer.write_scalars(step, eval_metrics)
+        logging.info('Step %d: %s', step, eval_metrics)
+        save(step, eval_metrics)
+
+      if stop.reached(step) and step < num_steps:
+        if checkpoints.latest_step() != step:
+          save(step)
+        checkpoints.wait_until_finished()
+        bars.close()
+        message = (f'Stopped at step {step} of {num_steps}, checkpoint saved: '
+                   'resume with the same command.')
+        logging.warning(message)
+        print(message, file=sys.stderr)
+        break
+  finally:
+    stop.restore_handlers()
+    writer.flush()
+    checkpoints.wait_until_finished()
+    checkpoints.close()
+    lock.close()
+  return stop.exit_code()

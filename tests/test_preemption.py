@@ -1,0 +1,99 @@
+"""Stopping and resuming: SIGTERM/SIGINT mid-epoch, timed checkpoints, one run per workdir."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import conftest
+from tiny_flax import checkpointing
+from tiny_flax import errors
+
+
+def _steps_saved(workdir):
+  return sorted(int(n) for n in os.listdir(os.path.join(workdir, 'checkpoints'))
+                if n.isdigit())
+
+
+def _command(workdir, fake_config, *flags):
+  return [sys.executable, '-m', 'tiny_flax.main', '--config=configs/smoke.py',
+          f'--workdir={workdir}', '--config.log_every_steps=1',
+          '--config.batch_size=80', '--config.steps_per_eval=1',
+          '--config.num_epochs=2', *flags] + [
+              f'--config.dataset.{key}={fake_config.dataset[key]}'
+              for key in ('manual_dir', 'data_dir', 'fake_train_per_class',
+                          'fake_val_per_class')]
+
+
+def _start(command):
+  return subprocess.Popen(
+      command, cwd=conftest.REPO, env=dict(os.environ, PYTHONPATH=conftest.REPO),
+      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+
+def _wait_for_step(process, step):
+  """Reads the run's log until it has logged training step `step`."""
+  lines = []
+  for line in process.stderr:
+    lines.append(line)
+    if f'[{step}] learning_rate' in line:
+      return lines
+  raise AssertionError('the run ended before step %d:\n%s' % (
+      step, ''.join(lines[-30:])))
+
+
+@pytest.mark.parametrize('signum, code', [(signal.SIGTERM, 0),
+                                          (signal.SIGINT, 130)])
+def test_a_signal_mid_epoch_saves_that_step_and_the_same_command_resumes(
+    fake_config, fake_builder, tmp_path, signum, code):
+  del fake_builder  # prepared once for the session
+  workdir = tmp_path / 'run'
+  command = _command(workdir, fake_config)
+  process = _start(command)
+  _wait_for_step(process, 3)  # 10 steps an epoch: mid-epoch
+  process.send_signal(signum)
+  rest = process.stderr.read()
+  assert process.wait(timeout=120) == code, rest[-3000:]
+  assert 'resume with the same command' in rest
+  stopped = _steps_saved(workdir)
+  assert len(stopped) == 1 and 3 <= stopped[0] < 10
+  resumed = subprocess.run(command, cwd=conftest.REPO, capture_output=True,
+                           text=True, env=dict(os.environ,
+                                               PYTHONPATH=conftest.REPO))
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'from step {stopped[0]}' in resumed.stderr
+  assert _steps_saved(workdir)[-1] == 20
+
+
+def test_timed_checkpoints_inside_an_epoch(fake_config, fake_builder, tmp_path):
+  del fake_builder
+  workdir = tmp_path / 'run'
+  result = subprocess.run(
+      _command(workdir, fake_config, '--config.num_epochs=1',
+               '--config.checkpoint_every_minutes=0.0001',
+               '--config.checkpoints_to_keep=20'),
+      cwd=conftest.REPO, capture_output=True, text=True,
+      env=dict(os.environ, PYTHONPATH=conftest.REPO))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _steps_saved(workdir) == list(range(1, 11))
+
+
+def test_a_live_run_holds_its_workdir(tmp_path):
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\n'
+       'from tiny_flax import checkpointing\n'
+       f'lock = checkpointing.lock_workdir({str(tmp_path)!r})\n'
+       'print("locked", flush=True)\ntime.sleep(60)'],
+      cwd=conftest.REPO, env=dict(os.environ, PYTHONPATH=conftest.REPO),
+      stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    with pytest.raises(errors.UserError, match=f'process {holder.pid} on'):
+      checkpointing.lock_workdir(str(tmp_path))
+  finally:
+    holder.kill()
+    holder.wait()
+  checkpointing.lock_workdir(str(tmp_path)).close()  # a dead holder holds nothing
