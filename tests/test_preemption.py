@@ -97,3 +97,19 @@ def test_a_live_run_holds_its_workdir(tmp_path):
     holder.kill()
     holder.wait()
   checkpointing.lock_workdir(str(tmp_path)).close()  # a dead holder holds nothing
+
+
+def test_a_diverging_run_stops_before_checkpointing_it(fake_config, fake_builder,
+                                                      tmp_path):
+  del fake_builder
+  workdir = tmp_path / 'run'
+  result = subprocess.run(
+      _command(workdir, fake_config, '--config.learning_rate=1e12',
+               '--config.schedule.warmup_epochs=0'),
+      cwd=conftest.REPO, capture_output=True, text=True,
+      env=dict(os.environ, PYTHONPATH=conftest.REPO))
+  assert result.returncode == 1, result.stderr[-3000:]
+  message = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert message and 'Training diverged by step' in message[0]
+  assert 'learning_rate' in message[0]
+  assert not os.path.isdir(workdir / 'checkpoints') or not _steps_saved(workdir)

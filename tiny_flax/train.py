@@ -7,6 +7,7 @@ restarted run resumes from the latest checkpoint.
 
 import functools
 import itertools
+import math
 import sys
 
 from absl import logging
@@ -18,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from tiny_flax import checkpointing
+from tiny_flax import errors
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import parallel
@@ -156,6 +158,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   stop = preemption.StopRequests(checkpoints)
   timer = preemption.CheckpointTimer(config.checkpoint_every_minutes)
 
+  last_finite = {}  # step and training loss of the last finite log
+
+  def check_finite(step, values):
+    """Ends the run before a non-finite state can be checkpointed."""
+    values = {k: float(v) for k, v in values.items()}
+    if all(math.isfinite(v) for v in values.values()):
+      last_finite.update(step=step, loss=values.get('train_loss'))
+      return
+    raise errors.UserError(
+        f'Training diverged by step {step}: {values}. Last finite training '
+        f'loss: {last_finite.get("loss")} at step {last_finite.get("step")}; '
+        f'last checkpoint: step {checkpoints.latest_step()}, which the same '
+        'command resumes from. Lower config.learning_rate or add warmup '
+        '(config.schedule.warmup_epochs).')
+
   def save(step, metrics=None):
     checkpointing.save(checkpoints, step, par.unreplicate(state), metrics)
     timer.saved()
@@ -177,6 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         writer.write_scalars(step, summary)
         bars.show(summary)
         train_metrics = []
+        check_finite(step, {'train_loss': summary['train_loss']})
         if not epoch_end and timer.due():
           save(step)
 
@@ -187,10 +205,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         eval_metrics['epoch'] = step / steps_per_epoch
         writer.write_scalars(step, eval_metrics)
         logging.info('Step %d: %s', step, eval_metrics)
+        check_finite(step, {'val_loss': eval_metrics['val_loss']})
         save(step, eval_metrics)
 
       if stop.reached(step) and step < num_steps:
         if checkpoints.latest_step() != step:
+          if train_metrics:
+            check_finite(step, {'train_loss': par.merge_metrics(
+                train_metrics).compute()['loss']})
           save(step)
         checkpoints.wait_until_finished()
         bars.close()
