@@ -93,16 +93,8 @@ def apply_tuned_recipe(config, *, image_size, num_epochs, weight_decay,
       f'random_resized_crop({image_size}, scale=(0.35, 1.0))|'
       f'random_horizontal_flip|to_tensor|{normalize}')
   config.input.eval = f'resize({image_size})|to_tensor|{normalize}'
-  config.batch_size = 256
-  config.num_epochs = num_epochs
-  config.optimizer = 'sgd'
-  config.learning_rate = learning_rate
-  config.momentum = 0.9
-  config.nesterov = True
-  config.weight_decay = weight_decay
-  config.schedule.name = 'warmup_cosine'
-  config.schedule.warmup_epochs = 5
-  config.label_smoothing = 0.1
+  _nesterov_cosine(config, num_epochs=num_epochs, learning_rate=learning_rate,
+                   weight_decay=weight_decay, warmup_epochs=5)
 
 
 def apply_budget_recipe(config, *, learning_rate, weight_decay, crop_scale):
@@ -119,13 +111,20 @@ def apply_budget_recipe(config, *, learning_rate, weight_decay, crop_scale):
       f'random_resized_crop(64, scale=({crop_scale}, 1.0))|'
       f'random_horizontal_flip|to_tensor|{IMAGENET_NORMALIZE}')
   config.input.eval = f'to_tensor|{IMAGENET_NORMALIZE}'
+  _nesterov_cosine(config, num_epochs=15, learning_rate=learning_rate,
+                   weight_decay=weight_decay, warmup_epochs=1)
+
+
+def _nesterov_cosine(config, *, num_epochs, learning_rate, weight_decay,
+                     warmup_epochs):
+  """Batch 256, Nesterov SGD, linear warmup then cosine, label smoothing 0.1."""
   config.batch_size = 256
-  config.num_epochs = 15
+  config.num_epochs = num_epochs
   config.optimizer = 'sgd'
   config.learning_rate = learning_rate
   config.momentum = 0.9
   config.nesterov = True
   config.weight_decay = weight_decay
   config.schedule.name = 'warmup_cosine'
-  config.schedule.warmup_epochs = 1
+  config.schedule.warmup_epochs = warmup_epochs
   config.label_smoothing = 0.1

@@ -18,7 +18,6 @@ A verification tool: torch is a test-only dependency of tiny_flax.
 import io
 import math
 import os
-import sys
 import time
 import zipfile
 
@@ -327,16 +326,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   manual_dir = _MANUAL_DIR.value or _CONFIG.value.dataset.manual_dir
-  try:
+  with errors.exit_on_user_error():
     if not manual_dir:
       raise errors.UserError(
           'No archive given: pass --manual_dir=FOLDER holding '
           'tiny-imagenet-200.zip.')
     metrics = train(_CONFIG.value, os.path.expanduser(manual_dir), _OUT.value,
                     _WORKERS.value)
-  except errors.UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
   print(f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  loss "
         f"{metrics['loss']:.4f}; {_OUT.value}/metrics.json")
 

@@ -11,7 +11,6 @@ figures and the per-class table also go to TensorBoard.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -87,11 +86,8 @@ def evaluate(config, workdir, which='best'):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
+  with errors.exit_on_user_error():
     metrics = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
-  except errors.UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
   print(f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
         f"loss {metrics['loss']:.4f}  ({metrics['images']} images, step "
         f"{metrics['step']}); report in {_WORKDIR.value}/report")

@@ -10,7 +10,6 @@ Needs torch and torchvision.
 """
 
 import os
-import sys
 
 # Before TensorFlow (imported by tiny_flax.inference): torchvision 0.29
 # segfaults when imported after TensorFlow 2.21.
@@ -73,11 +72,8 @@ def export(workdir, out, which='best'):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
+  with errors.exit_on_user_error():
     model, step = export(_WORKDIR.value, _OUT.value, _CHECKPOINT.value)
-  except errors.UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
   print(f'Wrote {_OUT.value}: torchvision.models.{model}, checkpoint of step '
         f'{step}.')
 

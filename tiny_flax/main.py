@@ -78,12 +78,8 @@ def main(argv):
     jax.distributed.initialize()
   logging.info('Process %d of %d; local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
-  try:
+  with errors.exit_on_user_error():
     return train.train_and_evaluate(_CONFIG.value, workdir)
-  except errors.UserError as e:
-    logging.error('%s', e)
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
 
 
 if __name__ == '__main__':

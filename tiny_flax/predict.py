@@ -66,7 +66,7 @@ def main(argv):
   if not paths:
     raise app.UsageError('Name at least one image file.')
   failures = 0
-  try:
+  with errors.exit_on_user_error():
     for path, result in predict(_WORKDIR.value, paths, _CHECKPOINT.value):
       if isinstance(result, str):
         failures += 1
@@ -75,9 +75,6 @@ def main(argv):
       print(path)
       for wnid, name, probability in result:
         print(f'  {probability:6.1%}  {wnid}  {name}')
-  except errors.UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
   sys.exit(1 if failures else 0)
 
 
