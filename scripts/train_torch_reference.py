@@ -310,7 +310,8 @@ def train(config, manual_dir, out, workers):
     labels = val_set.labels
     metrics = {'model': config.model, 'framework': f'torch {torch.__version__}',
                'step': step, 'images': int(len(labels)), 'top1': top1,
-               'top5': top5, 'loss': val_loss}
+               'top5': top5, 'loss': val_loss,
+               'config': report.flat_config(config)}
     with open(os.path.join(out, 'metrics.json.tmp'), 'w') as f:
       f.write(report.metrics_json(
           metrics, curves, report.per_class(labels, predictions, class_names)))

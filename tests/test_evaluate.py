@@ -50,6 +50,8 @@ def test_report_files(trained):
       assert image.size[0] > 500
   text = open(os.path.join(report_dir, 'report.md')).read()
   assert 'most misclassified' in text and '![curves](curves.png)' in text
+  assert metrics['config']['model'] == 'resnet_tiny'
+  assert 'Recipe: input.train=random_horizontal_flip|to_tensor' in text
   assert any(n.startswith('events.out') for n in os.listdir(report_dir))
   assert 'Evaluating' in result.stderr  # the progress bar
 

@@ -62,7 +62,8 @@ def evaluate(config, workdir, which='best'):
   metrics = {'model': config.model, 'step': step, 'images': int(len(labels)),
              'top1': float(np.mean(top5[:, 0] == labels)),
              'top5': float(np.mean((top5 == labels[:, None]).any(axis=1))),
-             'loss': float(np.mean(losses))}
+             'loss': float(np.mean(losses)),
+             'config': report.flat_config(config)}
   curves = report.epoch_curves(report.read_scalars(workdir))
   rows = report.per_class(labels, top5[:, 0], class_names)
   pairs = report.confusions(labels, top5[:, 0])

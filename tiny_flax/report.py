@@ -24,6 +24,25 @@ CURVE_KEYS = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_top1',
               'val_top5')
 
 
+# The training recipe, shown beside the result in report.md.
+RECIPE_KEYS = ('input.train', 'input.eval', 'batch_size', 'num_epochs',
+               'optimizer', 'learning_rate', 'momentum', 'nesterov',
+               'weight_decay', 'schedule.name', 'schedule.warmup_epochs',
+               'label_smoothing', 'half_precision', 'seed')
+
+
+def flat_config(config):
+  """{'dotted.key': value} of a config, values as TensorBoard hparams take them."""
+  def flatten(tree, prefix=''):
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        yield from flatten(value, f'{prefix}{key}.')
+      else:
+        yield f'{prefix}{key}', value if isinstance(
+            value, (int, float, str, bool)) else str(value)
+  return dict(flatten(config.to_dict()))
+
+
 def read_scalars(workdir):
   """{tag: {step: value}} of every scalar in the workdir's event files."""
   accumulator = event_accumulator.EventAccumulator(
@@ -196,6 +215,9 @@ def markdown(metrics, rows, pairs, class_names, figures):
       '| top-1 | top-5 | loss | images |\n|---|---|---|---|\n'
       f"| {metrics['top1']:.4f} | {metrics['top5']:.4f} | "
       f"{metrics['loss']:.4f} | {metrics['images']} |",
+      'Recipe: ' + ', '.join(f'{key}={metrics["config"][key]}'
+                             for key in RECIPE_KEYS
+                             if key in metrics.get('config', {})),
       *(f'![{name}]({name}.png)' for name in figures),
       f'## The {NUM_EXTREMES} least misclassified classes',
       _table(ranked[:NUM_EXTREMES]),

@@ -25,6 +25,7 @@ from tiny_flax import optim
 from tiny_flax import parallel
 from tiny_flax import preemption
 from tiny_flax import progress
+from tiny_flax import report
 from tiny_flax import resident_data
 from tiny_flax import steps
 from tiny_flax.data import pipeline
@@ -83,17 +84,6 @@ def image_grid(images, columns=8, rows=4):
       rows * height, columns * width, channels)
 
 
-def _flat_hparams(config):
-  def flatten(tree, prefix=''):
-    for key, value in tree.items():
-      if isinstance(value, dict):
-        yield from flatten(value, f'{prefix}{key}.')
-      else:
-        yield f'{prefix}{key}', value if isinstance(
-            value, (int, float, str, bool)) else str(value)
-  return dict(flatten(config.to_dict()))
-
-
 def evaluate(p_eval_step, state, batches, par):
   """Metrics of the whole split: merged on device in one call, one fetch."""
   collected = [p_eval_step(state, batch) for batch in par.prefetch(batches)]
@@ -134,7 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   if start_step == 0:
-    writer.write_hparams(_flat_hparams(config))
+    writer.write_hparams(report.flat_config(config))
   logging.info('Training %s for %d steps (%d per epoch) from step %d on %d '
                'devices with %s.', config.model, num_steps, steps_per_epoch,
                start_step, par.num_devices, par.kind)
