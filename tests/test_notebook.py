@@ -34,3 +34,6 @@ def test_notebook_runs_with_the_smoke_config(tmp_path, fake_config,
             for output in cell.get('outputs', [])
             if 'image/png' in output.get('data', {})]
   assert len(images) == 3
+  text = ''.join(output.get('text', '') for cell in notebook.cells
+                 for output in cell.get('outputs', []))
+  assert '\repoch 1/1: 100%' in text  # the live bar, redrawn in place

@@ -39,4 +39,8 @@ def test_resumed_mid_epoch_the_bar_starts_where_the_run_is():
 
 def test_nothing_drawn_off_a_terminal_or_on_other_processes():
   assert _train(io.StringIO()) == ''
-  assert _train(_Terminal(), enabled=False) == ''
+  assert _train(_Terminal(), mode='off') == ''
+
+
+def test_drawn_off_a_terminal_when_asked():
+  assert 'epoch 3/3' in _train(io.StringIO(), mode='on')

@@ -32,6 +32,9 @@ _WORKDIR = flags.DEFINE_string(
     'Default: runs/ and the config\'s name (and variant).')
 _PRINT_CONFIG = flags.DEFINE_bool(
     'print_config', False, 'Print the resolved config and exit.')
+_PROGRESS = flags.DEFINE_enum(
+    'progress', 'auto', ['auto', 'on', 'off'], 'Live progress bars: auto '
+    'draws them when the output is a terminal.')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', None, 'Call jax.distributed.initialize() (multi-process '
     'runs). Default: when a cluster environment is detected.')
@@ -79,7 +82,7 @@ def main(argv):
   logging.info('Process %d of %d; local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   with errors.exit_on_user_error():
-    return train.train_and_evaluate(_CONFIG.value, workdir)
+    return train.train_and_evaluate(_CONFIG.value, workdir, _PROGRESS.value)
 
 
 if __name__ == '__main__':

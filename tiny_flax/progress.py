@@ -1,8 +1,8 @@
 """A live view of training on a terminal: a bar per epoch and the run's ETA.
 
-Drawn only when the output is a terminal and by process 0; elsewhere (CI,
-files, other processes) training reports through its periodic log lines
-alone. The running loss and accuracy come from the log interval's summary,
+Drawn by process 0 when its output is a terminal (or when asked, for the
+notebook); elsewhere (CI, files, other processes) training reports through
+its periodic log lines alone. The running loss and accuracy come from the log interval's summary,
 so the bar adds no host sync to the steps.
 """
 
@@ -16,10 +16,12 @@ import tqdm
 class EpochBars:
   """One tqdm bar per epoch, counting images; `update` once per step."""
 
-  def __init__(self, steps_per_epoch, num_steps, batch_size, enabled=True,
+  def __init__(self, steps_per_epoch, num_steps, batch_size, mode='auto',
                stream=None):
+    """`mode`: 'auto' draws on a terminal only; 'on' (a notebook reading the
+    output) or 'off' decide regardless."""
     self._stream = stream or sys.stderr
-    self._enabled = enabled and self._stream.isatty()
+    self._enabled = mode == 'on' or (mode == 'auto' and self._stream.isatty())
     self._steps_per_epoch = steps_per_epoch
     self._num_steps = num_steps
     self._batch_size = batch_size

@@ -91,8 +91,11 @@ def evaluate(p_eval_step, state, batches, par):
           for k, v in par.merge_metrics(collected).compute().items()}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       progress_bars: str = 'auto'):
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  `progress_bars`: 'auto' (on a terminal), 'on' or 'off'.
 
   Returns the process's exit code: 0, or 130 when Ctrl-C stopped the run
   (SIGTERM stops it with 0: the run is resumable, not failed).
@@ -143,7 +146,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer)
   bars = progress.EpochBars(steps_per_epoch, num_steps, config.batch_size,
-                            enabled=jax.process_index() == 0)
+                            mode=progress_bars if jax.process_index() == 0
+                            else 'off')
 
   stop = preemption.StopRequests(checkpoints)
   timer = preemption.CheckpointTimer(config.checkpoint_every_minutes)
