@@ -36,6 +36,27 @@ def _has_image(workdir, tag):
   return False
 
 
+def _hparams_dashboard(logdir):
+  """(hyperparameter names, metric tags) as TensorBoard's HParams tab lists them."""
+  from tensorboard import context  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import data_provider  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import plugin_event_multiplexer  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins import base_plugin  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.hparams import backend_context  # pylint: disable=g-import-not-at-top
+  multiplexer = plugin_event_multiplexer.EventMultiplexer()
+  multiplexer.AddRunsFromDirectory(logdir)
+  multiplexer.Reload()
+  hparams = backend_context.Context(base_plugin.TBContext(
+      logdir=logdir, multiplexer=multiplexer,
+      data_provider=data_provider.MultiplexerDataProvider(multiplexer, logdir)))
+  request = context.RequestContext()
+  experiment = hparams.experiment_from_metadata(
+      request, '', True, hparams.hparams_metadata(request, ''),
+      hparams.hparams_from_data_provider(request, '', None))
+  return ({h.name for h in experiment.hparam_infos},
+          {m.name.tag for m in experiment.metric_infos})
+
+
 def _steps_saved(workdir):
   return sorted(int(name) for name in os.listdir(
       os.path.join(workdir, 'checkpoints')) if name.isdigit())
@@ -64,6 +85,9 @@ def test_smoke_run_stops_resumes_and_learns(tmp_path, smoke_data):
               'val_loss'):
     assert scalars[tag], tag
   assert _has_image(workdir, 'augmented_train_images')
+  hparams, metrics = _hparams_dashboard(workdir)
+  assert {'learning_rate', 'input.train', 'model'} <= hparams
+  assert {'val_top1', 'val_top5'} <= metrics
   logged_twice = {step for step, values in scalars['train_loss'].items()
                   if len(values) > 1}
   assert not logged_twice
