@@ -217,7 +217,7 @@ class _Images(torch.utils.data.Dataset):
 
 
 def evaluate(model, loader):
-  """(loss, top1, top5, predictions) over the whole loader."""
+  """(mean loss, top1, top5, predictions, losses) over the whole loader."""
   model.eval()
   losses, top5 = [], []
   with torch.no_grad():
@@ -229,7 +229,8 @@ def evaluate(model, loader):
   losses, top5 = torch.cat(losses).numpy(), torch.cat(top5).numpy()
   labels = loader.dataset.labels
   return (float(losses.mean()), float(np.mean(top5[:, 0] == labels)),
-          float(np.mean((top5 == labels[:, None]).any(axis=1))), top5[:, 0])
+          float(np.mean((top5 == labels[:, None]).any(axis=1))), top5[:, 0],
+          losses)
 
 
 def _save_atomically(obj, path):
@@ -298,7 +299,7 @@ def train(config, manual_dir, out, workers):
                      loss_sum / seen, correct / seen)
       if step == num_steps:
         break
-    val_loss, top1, top5, predictions = evaluate(model, val_loader)
+    val_loss, top1, top5, predictions, losses = evaluate(model, val_loader)
     for key, value in (('epoch', step / steps_per_epoch),
                        ('train_loss', loss_sum / seen),
                        ('train_accuracy', correct / seen), ('val_loss', val_loss),
@@ -314,7 +315,7 @@ def train(config, manual_dir, out, workers):
                'config': report.flat_config(config)}
     with open(os.path.join(out, 'metrics.json.tmp'), 'w') as f:
       f.write(report.metrics_json(
-          metrics, curves, report.per_class(labels, predictions, class_names)))
+          metrics, curves, report.per_class(labels, predictions, class_names, losses)))
     os.replace(os.path.join(out, 'metrics.json.tmp'),
                os.path.join(out, 'metrics.json'))
     _save_atomically({'model': model.state_dict(), 'optimizer': opt.state_dict(),

@@ -100,9 +100,25 @@ def test_per_class_rows_and_confusions():
   labels = np.array([0, 0, 1, 1, 1, 2])
   predictions = np.array([0, 1, 1, 2, 2, 2])
   names = [('n0', 'zero'), ('n1', 'one'), ('n2', 'two')]
-  rows = report.per_class(labels, predictions, names)
+  losses = np.array([0.5, 1.5, 0.2, 2.0, 4.0, 0.1])
+  rows = report.per_class(labels, predictions, names, losses)
   assert [(r['images'], r['misses']) for r in rows] == [(2, 1), (3, 2), (1, 0)]
+  assert [r['loss'] for r in rows] == pytest.approx([1.0, 6.2 / 3, 0.1])
   assert report.confusions(labels, predictions) == [((1, 2), 2), ((0, 1), 1)]
+
+
+def test_equal_miss_rates_rank_by_loss_and_are_counted():
+  """Early on, dozens of classes miss everything: the loss picks the five."""
+  names = [(f'n{i}', f'class {i}') for i in range(12)]
+  labels = np.arange(12)
+  predictions = np.where(labels < 2, labels, 0)  # classes 2..11 all missed
+  losses = np.arange(12, dtype=float)
+  rows = report.per_class(labels, predictions, names, losses)
+  worst = [r['wnid'] for r in report.ranked(rows)[-5:]]
+  assert worst == ['n7', 'n8', 'n9', 'n10', 'n11']
+  text = report.markdown({'model': 'm', 'step': 1, 'top1': 0.2, 'top5': 0.5,
+                          'loss': 1.0, 'images': 12}, rows, [], names, {})
+  assert '10 classes share the highest miss rate (100%)' in text
 
 
 def test_curves_from_scalars_with_one_epoch():

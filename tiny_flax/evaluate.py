@@ -65,7 +65,7 @@ def evaluate(config, workdir, which='best'):
              'loss': float(np.mean(losses)),
              'config': report.flat_config(config)}
   curves = report.epoch_curves(report.read_scalars(workdir))
-  rows = report.per_class(labels, top5[:, 0], class_names)
+  rows = report.per_class(labels, top5[:, 0], class_names, losses)
   pairs = report.confusions(labels, top5[:, 0])
   figures = {
       'curves': report.plot_curves({'': curves}),

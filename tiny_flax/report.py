@@ -108,7 +108,8 @@ def top1_table(runs):
   return '\n'.join(lines), largest
 
 
-def per_class(labels, predictions, class_names):
+def per_class(labels, predictions, class_names, losses):
+  """Each class's images, misses, miss rate and mean validation loss."""
   rows = []
   for index, (wnid, name) in enumerate(class_names):
     mine = labels == index
@@ -116,8 +117,31 @@ def per_class(labels, predictions, class_names):
     misses = int((predictions[mine] != index).sum())
     rows.append({'index': index, 'wnid': wnid, 'name': name, 'images': images,
                  'misses': misses,
-                 'miss_rate': misses / images if images else float('nan')})
+                 'miss_rate': misses / images if images else float('nan'),
+                 'loss': float(losses[mine].mean()) if images else float('nan')})
   return rows
+
+
+def ranked(rows):
+  """Classes from least to most misclassified.
+
+  Early in training dozens of classes miss every image; among equal miss
+  rates the mean loss decides, so the extremes shown are the surest ones.
+  """
+  return sorted(rows, key=lambda r: (r['miss_rate'], r['loss'], r['wnid']))
+
+
+def _ties_note(ranked_rows):
+  """A sentence when more classes share the shown extreme than are shown."""
+  notes = []
+  for shown, side in ((ranked_rows[:NUM_EXTREMES], 'lowest'),
+                      (ranked_rows[-NUM_EXTREMES:], 'highest')):
+    rate = shown[0 if side == 'lowest' else -1]['miss_rate']
+    tied = sum(r['miss_rate'] == rate for r in ranked_rows)
+    if tied > NUM_EXTREMES:
+      notes.append(f'{tied} classes share the {side} miss rate ({rate:.0%}); '
+                   f'those shown have the {side} mean loss among them.')
+  return ' '.join(notes)
 
 
 def confusions(labels, predictions, count=NUM_CONFUSIONS):
@@ -162,8 +186,8 @@ def plot_curves(runs):
 
 
 def plot_miss_rates(rows):
-  ranked = sorted(rows, key=lambda r: (r['miss_rate'], r['wnid']))
-  chosen = ranked[:NUM_EXTREMES] + ranked[-NUM_EXTREMES:]
+  in_order = ranked(rows)
+  chosen = in_order[:NUM_EXTREMES] + in_order[-NUM_EXTREMES:]
   fig, axis = plt.subplots(figsize=(12, 4.5))
   colours = ['tab:green'] * NUM_EXTREMES + ['tab:red'] * NUM_EXTREMES
   bars = axis.bar(range(len(chosen)), [r['miss_rate'] for r in chosen],
@@ -197,14 +221,15 @@ def figure_to_array(fig):
 
 
 def _table(rows):
-  lines = ['| wnid | name | images | misses | miss rate |', '|---|---|---|---|---|']
+  lines = ['| wnid | name | images | misses | miss rate | mean loss |',
+           '|---|---|---|---|---|---|']
   lines += [f"| {r['wnid']} | {r['name']} | {r['images']} | {r['misses']} | "
-            f"{r['miss_rate']:.2f} |" for r in rows]
+            f"{r['miss_rate']:.2f} | {r['loss']:.2f} |" for r in rows]
   return '\n'.join(lines)
 
 
 def markdown(metrics, rows, pairs, class_names, figures):
-  ranked = sorted(rows, key=lambda r: (r['miss_rate'], r['wnid']))
+  in_order = ranked(rows)
   confused = ['| true | predicted | images |', '|---|---|---|']
   confused += [f'| {class_names[t][0]} {class_names[t][1]} | '
                f'{class_names[p][0]} {class_names[p][1]} | {n} |'
@@ -220,12 +245,13 @@ def markdown(metrics, rows, pairs, class_names, figures):
                              if key in metrics.get('config', {})),
       *(f'![{name}]({name}.png)' for name in figures),
       f'## The {NUM_EXTREMES} least misclassified classes',
-      _table(ranked[:NUM_EXTREMES]),
+      _table(in_order[:NUM_EXTREMES]),
       f'## The {NUM_EXTREMES} most misclassified classes',
-      _table(ranked[-NUM_EXTREMES:][::-1]),
+      _table(in_order[-NUM_EXTREMES:][::-1]),
+      _ties_note(in_order),
       '## Most confused pairs', '\n'.join(confused),
   ]
-  return '\n\n'.join(parts) + '\n'
+  return '\n\n'.join(part for part in parts if part) + '\n'
 
 
 def metrics_json(metrics, curves, rows):
