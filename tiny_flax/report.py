@@ -175,7 +175,11 @@ def plot_curves(runs):
       axis.plot(curves['epoch'], curves[key], style, marker='o', markersize=3,
                 color=palette[run_index if len(runs) > 1 else key_index],
                 label=f'{run} {name}'.strip())
-  acc.set(xlabel='epoch', ylabel='accuracy', title='Accuracy', ylim=(0, 1))
+  highest = np.nanmax([v for curves in runs.values() for key in
+                       ('train_accuracy', 'val_top1', 'val_top5')
+                       for v in curves[key]] + [0.05])
+  acc.set(xlabel='epoch', ylabel='accuracy', title='Accuracy',
+          ylim=(0, min(1.0, 1.1 * highest)))
   loss.set(xlabel='epoch', ylabel='cross-entropy', title='Log loss')
   for axis in (acc, loss):
     axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
