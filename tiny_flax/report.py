@@ -199,7 +199,8 @@ def plot_miss_rates(rows):
   axis.bar_label(bars, fmt='{:.0%}', fontsize=8)
   axis.set_xticks(range(len(chosen)),
                   [_label(r['wnid'], r['name']) for r in chosen], fontsize=8)
-  axis.set(ylabel='miss rate', ylim=(0, 1),
+  axis.set(ylabel='miss rate', ylim=(0, 1.1), yticks=np.linspace(0, 1, 6),
+           xlabel=_ties_note(in_order),
            title=f'The {NUM_EXTREMES} least and {NUM_EXTREMES} most '
            'misclassified validation classes')
   fig.tight_layout()
