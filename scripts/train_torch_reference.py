@@ -1,16 +1,16 @@
 """The PyTorch reference: a config's recipe trained with torchvision, for fidelity checks.
 
     python -m scripts.train_torch_reference --config=configs/shufflenet_v2.py \
-        --manual_dir=DIR --out=/tmp/torch_shufflenet
+        --manual_dir=DIR --out_dir=/tmp/torch_shufflenet
 
 Trains `torchvision.models.<config.model>(num_classes=200)` with the same
 config file as tiny_flax (recipe strings mapped to `torchvision.transforms`,
 optimizer, per-step schedule, batch size, epochs, label smoothing) on the same
 archive, with validation labels from `val/val_annotations.txt`. Writes
-OUT/metrics.json in the form of tiny_flax's report (per-epoch `curves`, the
+OUT_DIR/metrics.json in the form of tiny_flax's report (per-epoch `curves`, the
 last epoch's top-1/top-5/loss and `per_class` miss rates), so the two compare
 line by line. A config value it cannot reproduce is refused by name. Running
-the same command again resumes from OUT/checkpoint.pt.
+the same command again resumes from OUT_DIR/checkpoint.pt.
 
 A verification tool: torch is a test-only dependency of tiny_flax.
 """
@@ -42,10 +42,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _MANUAL_DIR = flags.DEFINE_string(
     'manual_dir', None, 'Folder holding tiny-imagenet-200.zip (or the extracted '
     'tiny-imagenet-200/); default: the config\'s dataset.manual_dir.')
-_OUT = flags.DEFINE_string('out', None, 'Folder for metrics.json and the '
-                           'resumable checkpoint.pt.')
+_OUT_DIR = flags.DEFINE_string('out_dir', None, 'Folder for metrics.json and the '
+                               'resumable checkpoint.pt.')
 _WORKERS = flags.DEFINE_integer('workers', 2, 'DataLoader worker processes.')
-flags.mark_flags_as_required(['config', 'out'])
+flags.mark_flags_as_required(['config', 'out_dir'])
 
 ROOT = 'tiny-imagenet-200'
 NUM_CLASSES = 200
@@ -333,10 +333,10 @@ def main(argv):
       raise errors.UserError(
           'No archive given: pass --manual_dir=FOLDER holding '
           'tiny-imagenet-200.zip.')
-    metrics = train(_CONFIG.value, os.path.expanduser(manual_dir), _OUT.value,
+    metrics = train(_CONFIG.value, os.path.expanduser(manual_dir), _OUT_DIR.value,
                     _WORKERS.value)
   print(f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  loss "
-        f"{metrics['loss']:.4f}; {_OUT.value}/metrics.json")
+        f"{metrics['loss']:.4f}; {_OUT_DIR.value}/metrics.json")
 
 
 if __name__ == '__main__':

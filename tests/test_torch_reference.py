@@ -20,7 +20,7 @@ from tiny_flax import report
 def _run(fake_manual_dir, out, *flags, config='configs/shufflenet_v2.py'):
   return conftest.run_python(
       ['-m', 'scripts.train_torch_reference', f'--config={config}',
-       f'--manual_dir={fake_manual_dir}', f'--out={out}', '--workers=0',
+       f'--manual_dir={fake_manual_dir}', f'--out_dir={out}', '--workers=0',
        '--config.batch_size=32', '--config.steps_per_eval=2',
        '--config.log_every_steps=1'] + list(flags))
 
