@@ -81,6 +81,15 @@ def resnet18_run(fake_config, tmp_path_factory):
 
 
 def test_export_command_writes_a_loadable_state_dict(resnet18_run, tmp_path):
+  unwritable = tmp_path / 'missing_folder' / 'model.pth'
+  failed = conftest.run_python(['-m', 'tiny_flax.export',
+                                f'--workdir={resnet18_run}', f'--out={unwritable}'])
+  assert failed.returncode == 1, failed.stderr[-2000:]
+  message = [l for l in failed.stderr.splitlines() if l.startswith('error:')]
+  assert message and 'Cannot write' in message[0]
+  assert not os.path.exists(unwritable)
+  assert not os.path.exists(f'{unwritable}.partial')
+
   out = tmp_path / 'resnet18.pth'
   result = conftest.run_python(['-m', 'tiny_flax.export',
                                 f'--workdir={resnet18_run}', f'--out={out}'])
@@ -91,16 +100,6 @@ def test_export_command_writes_a_loadable_state_dict(resnet18_run, tmp_path):
   model.load_state_dict(state_dict, strict=True)
   assert int(state_dict['bn1.num_batches_tracked']) == 1
   assert not torch.equal(state_dict['bn1.running_var'], torch.ones(64))
-
-
-def test_export_errors_leave_nothing_at_out(resnet18_run, tmp_path):
-  out = tmp_path / 'missing_folder' / 'model.pth'
-  result = conftest.run_python(['-m', 'tiny_flax.export',
-                                f'--workdir={resnet18_run}', f'--out={out}'])
-  assert result.returncode == 1, result.stderr[-2000:]
-  message = [l for l in result.stderr.splitlines() if l.startswith('error:')]
-  assert message and 'Cannot write' in message[0]
-  assert not os.path.exists(out) and not os.path.exists(f'{out}.partial')
 
 
 @pytest.mark.parametrize('case', ['no_checkpoint', 'not_torchvision'])

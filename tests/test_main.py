@@ -70,9 +70,14 @@ def smoke_data(tmp_path_factory):
 
 
 def test_smoke_run_stops_resumes_and_learns(tmp_path, smoke_data):
-  workdir = str(tmp_path / 'run')
-  first = _main(workdir, *smoke_data, '--config.num_train_steps=62')
+  """The design's own command (--config alone: the default workdir), resumed."""
+  config = os.path.join(conftest.REPO, 'configs', 'smoke.py')
+  first = conftest.run_python(
+      ['-m', 'tiny_flax.main', f'--config={config}', *smoke_data,
+       '--config.num_train_steps=62'], cwd=tmp_path)
   assert first.returncode == 0, first.stderr[-3000:]
+  assert 'Workdir: runs/smoke (the same command resumes it)' in first.stderr
+  workdir = str(tmp_path / 'runs' / 'smoke')
   assert _steps_saved(workdir) == [62]
   assert 62 in _scalars(workdir)['val_top1']
 
@@ -143,18 +148,6 @@ def test_workdir_of_another_model_is_refused(tmp_path, smoke_data):
       '{"model": "resnet50", "dataset": {"source": "fake", '
       '"fake_train_per_class": 20, "fake_val_per_class": 5}}')
   _assert_user_error(_main(workdir, *smoke_data), 'resnet50', 'resnet_tiny')
-
-
-def test_without_workdir_the_run_goes_to_runs_config(tmp_path, smoke_data):
-  """The design's own command: --config alone."""
-  command = ['-m', 'tiny_flax.main',
-             f'--config={os.path.join(conftest.REPO, "configs", "smoke.py")}',
-             '--config.num_train_steps=2', '--config.steps_per_eval=1',
-             *smoke_data]
-  result = conftest.run_python(command, cwd=tmp_path)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'Workdir: runs/smoke (the same command resumes it)' in result.stderr
-  assert _steps_saved(tmp_path / 'runs' / 'smoke') == [2]
 
 
 def test_print_config_prints_and_trains_nothing():
