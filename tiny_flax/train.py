@@ -158,7 +158,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     """Ends the run before a non-finite state can be checkpointed."""
     values = {k: float(v) for k, v in values.items()}
     if all(math.isfinite(v) for v in values.values()):
-      last_finite.update(step=step, loss=values.get('train_loss'))
+      if 'train_loss' in values:
+        last_finite.update(step=step, loss=values['train_loss'])
       return
     raise errors.UserError(
         f'Training diverged by step {step}: {values}. Last finite training '
