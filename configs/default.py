@@ -65,8 +65,10 @@ def get_config():
   config.half_precision = False  # bf16 compute, float32 params
   config.seed = 0
   config.checkpoints_to_keep = 3
-  # Besides every epoch end; asked at log steps. 0: epoch ends only.
+  # Checkpoints besides every epoch end (0: off for either). Timed ones wait
+  # for the next log step; every_steps ones end a log interval.
   config.checkpoint_every_minutes = 10.0
+  config.checkpoint_every_steps = 0
   # A torchvision state dict (.pth) to start from; a head of another class
   # count is re-initialised.
   config.init_from = ''

@@ -1,5 +1,7 @@
 """Checkpoint retention and the workdir's config record."""
 
+import os
+
 import jax.numpy as jnp
 import ml_collections
 import pytest
@@ -51,4 +53,44 @@ def test_an_interrupted_save_does_not_break_the_next_run(tmp_path):
   checkpointing.save(manager, 9, {'w': jnp.full((2,), 9.0)}, {'val_top1': 0.2})
   manager.wait_until_finished()
   assert manager.all_steps() == [5, 9]
+  manager.close()
+
+
+def _largest_file(folder):
+  files = [os.path.join(root, name) for root, _, names in os.walk(folder)
+           for name in names]
+  return max(files, key=os.path.getsize)
+
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_restored(
+    tmp_path, caplog):
+  manager = checkpointing.manager(str(tmp_path))
+  for step in (5, 9):
+    checkpointing.save(manager, step, {'w': jnp.arange(1000.0) * step})
+  manager.wait_until_finished()
+  manager.close()
+  with open(_largest_file(tmp_path / 'checkpoints' / '9'), 'r+b') as f:
+    f.truncate(50)  # what a disk fault leaves of a committed checkpoint
+
+  manager = checkpointing.manager(str(tmp_path))
+  restored = checkpointing.restore_latest(manager, {'w': jnp.zeros(1000)})
+  assert restored['w'][1] == 5.0
+  assert manager.all_steps() == [5]
+  (aside,) = os.listdir(tmp_path / 'unreadable_checkpoints')
+  assert aside.startswith('9_')
+  assert any('step 9 does not restore' in line and aside in line
+             for line in caplog.messages), caplog.messages
+  checkpointing.save(manager, 9, {'w': jnp.ones(1000)})  # the step is free again
+  manager.wait_until_finished()
+  assert manager.all_steps() == [5, 9]
+  manager.close()
+
+
+def test_no_checkpoint_fitting_the_config_is_an_error(tmp_path):
+  manager = checkpointing.manager(str(tmp_path))
+  checkpointing.save(manager, 5, {'w': jnp.ones(3)})
+  manager.wait_until_finished()
+  with pytest.raises(errors.UserError, match='step 5.*Pass the config that run'):
+    checkpointing.restore_latest(manager, {'w': jnp.ones(3), 'extra': jnp.ones(2)})
+  assert manager.all_steps() == [5]  # nothing set aside
   manager.close()

@@ -3,6 +3,9 @@
 import io
 import os
 import shutil
+import subprocess
+import sys
+import time
 import zipfile
 
 import numpy as np
@@ -170,3 +173,26 @@ def test_fake_archive_is_deterministic(tmp_path):
   with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
     assert za.namelist() == zb.namelist()
     assert all(za.read(n) == zb.read(n) for n in za.namelist())
+
+
+def test_a_preparation_killed_half_way_is_redone(fake_manual_dir, tmp_path):
+  """TFDS writes into an `incomplete.*` folder renamed when done: never read."""
+  data_dir = tmp_path / 'data'
+  preparing = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, tensorflow_datasets as tfds\n'
+       'from tiny_flax.data import tiny_imagenet\n'
+       'tfds.builder("tiny_imagenet", data_dir=sys.argv[2]).download_and_prepare('
+       'download_config=tfds.download.DownloadConfig(manual_dir=sys.argv[1]))',
+       fake_manual_dir, str(data_dir)],
+      cwd=conftest.REPO, env=dict(os.environ, PYTHONPATH=conftest.REPO))
+  incomplete = data_dir / 'tiny_imagenet'
+  while preparing.poll() is None and not (
+      incomplete.is_dir() and any(name.startswith('incomplete')
+                                  for name in os.listdir(incomplete))):
+    time.sleep(0.02)
+  preparing.kill()
+  assert preparing.wait() == -9, 'the preparation ended before its kill'
+  builder = _prepare(fake_manual_dir, data_dir)
+  assert builder.info.splits['train'].num_examples == 800
+  for split, count in (('train', 800), ('validation', 400)):
+    assert builder.as_dataset(split=split).reduce(0, lambda n, _: n + 1) == count

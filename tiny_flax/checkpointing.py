@@ -5,13 +5,17 @@ complete, so an interrupted save never leaves a checkpoint the next run would
 restore. The latest `keep` checkpoints and the best by validation top-1 stay.
 """
 
+import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
+import time
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -138,9 +142,38 @@ def save(checkpoints, step, state, metrics=None):
   Without metrics (a save inside an epoch) the checkpoint is kept as one of
   the latest, never as the best.
   """
-  checkpoints.save(step, args=ocp.args.StandardSave(state),
-                   metrics=None if metrics is None else {
-                       k: float(v) for k, v in metrics.items()})
+  with _storage_errors(checkpoints):
+    checkpoints.save(step, args=ocp.args.StandardSave(state),
+                     metrics=None if metrics is None else {
+                         k: float(v) for k, v in metrics.items()})
+
+
+def wait(checkpoints):
+  """Blocks until the saves in flight are written."""
+  with _storage_errors(checkpoints):
+    checkpoints.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _storage_errors(checkpoints):
+  """A failed write (full disk, quota, unwritable) as one message.
+
+  Orbax reports a failed asynchronous save at the next save or wait. The
+  failed checkpoint stays a temporary folder, removed at the next start, so
+  every checkpoint completed before it is intact.
+  """
+  try:
+    yield
+  # TensorStore reports OS errors (EFBIG, ENOSPC) as ValueErrors.
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    complete = sorted(int(p.name) for p in checkpoints.directory.iterdir()
+                      if p.name.isdigit())
+    resume = (f'the same command resumes from step {complete[-1]}'
+              if complete else 'no checkpoint is complete yet')
+    raise errors.UserError(
+        f'Could not write a checkpoint to {checkpoints.directory}: '
+        f'{_os_error(e)}. Earlier checkpoints are intact ({resume}); free '
+        'disk space, or pass a --workdir on a disk with room.') from e
 
 
 def restore(checkpoints, state, which='best'):
@@ -165,9 +198,59 @@ def restore(checkpoints, state, which='best'):
 
 
 def restore_latest(checkpoints, state):
-  """`state` restored from the latest checkpoint, or unchanged if none."""
-  step = checkpoints.latest_step()
-  if step is None:
-    return state
-  logging.info('Resuming from the checkpoint of step %d.', step)
-  return checkpoints.restore(step, args=ocp.args.StandardRestore(state))
+  """`state` from the newest checkpoint that restores, or unchanged if none.
+
+  A newer checkpoint that fails to restore while an older one restores was
+  damaged after orbax committed it (truncated or overwritten files): it is
+  moved to WORKDIR/unreadable_checkpoints with a warning, never deleted. When
+  none restores, the config rather than the files is at fault: an error.
+  """
+  failures = []
+  for step in sorted(checkpoints.all_steps(), reverse=True):
+    try:
+      restored = checkpoints.restore(step, args=ocp.args.StandardRestore(state))
+    # TensorStore raises bare Exceptions, orbax ValueErrors and JSON errors.
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      failures.append((step, e))
+      continue
+    if failures:
+      _set_aside(checkpoints, failures)
+    logging.info('Resuming from the checkpoint of step %d.', step)
+    return restored
+  if failures:
+    step, error = failures[0]
+    raise errors.UserError(
+        f'No checkpoint in {checkpoints.directory} fits this config; the '
+        f'latest (step {step}) fails with: {_first_line(error)}. Pass the '
+        'config that run used (optimizer, model and precision must match), or '
+        'a new --workdir.') from error
+  return state
+
+
+def _os_error(error):
+  """The OS's reason inside a TensorStore error, which buries it in paths."""
+  code = re.search(r"os_error_code='(\d+)'", str(error))
+  if code:
+    return f'{os.strerror(int(code.group(1)))} (errno {code.group(1)})'
+  return _first_line(error)
+
+
+def _first_line(error):
+  return (str(error).splitlines() or [type(error).__name__])[0][:300]
+
+
+def _set_aside(checkpoints, failures):
+  """Moves unreadable checkpoints out of the manager's way, keeping their files."""
+  directory = checkpoints.directory
+  aside = directory.parent / 'unreadable_checkpoints'
+  for step, error in failures:
+    target = aside / f'{step}_{time.strftime("%Y%m%d-%H%M%S")}'
+    logging.warning('The checkpoint of step %d does not restore (%s); moved '
+                    'it to %s and resumed from an older one.', step,
+                    _first_line(error), target)
+    if jax.process_index() == 0:
+      aside.mkdir(parents=True, exist_ok=True)
+      (directory / str(step)).rename(target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('unreadable checkpoints set aside')
+  checkpoints.reload()

@@ -172,6 +172,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpointing.save(checkpoints, step, par.unreplicate(state), metrics)
     timer.saved()
 
+  def log_training(step):
+    """Writes the mean of the steps since the last log; ends a log interval."""
+    summary = {f'train_{k}': v for k, v in
+               par.merge_metrics(train_metrics).compute().items()}
+    summary['learning_rate'] = learning_rate_fn(step - 1)
+    writer.write_scalars(step, summary)
+    bars.show(summary)
+    train_metrics.clear()
+    check_finite(step, {'train_loss': summary['train_loss']})
+
   train_metrics = []
   try:
     for step in range(start_step + 1, num_steps + 1):
@@ -181,16 +191,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       report_progress(step)
       bars.update(step)
       epoch_end = step % steps_per_epoch == 0 or step == num_steps
+      # Checkpoints fall on log steps (the timed ones by waiting for one), so
+      # a resumed run logs the same intervals as an uninterrupted one.
+      scheduled_save = epoch_end or (
+          config.checkpoint_every_steps > 0
+          and step % config.checkpoint_every_steps == 0)
 
-      if step % config.log_every_steps == 0 or step == num_steps:
-        summary = {f'train_{k}': v for k, v in
-                   par.merge_metrics(train_metrics).compute().items()}
-        summary['learning_rate'] = learning_rate_fn(step - 1)
-        writer.write_scalars(step, summary)
-        bars.show(summary)
-        train_metrics = []
-        check_finite(step, {'train_loss': summary['train_loss']})
-        if not epoch_end and timer.due():
+      if step % config.log_every_steps == 0 or scheduled_save:
+        log_training(step)
+        if not epoch_end and (scheduled_save or timer.due()):
           save(step)
 
       if epoch_end:
@@ -206,10 +215,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if stop.reached(step) and step < num_steps:
         if checkpoints.latest_step() != step:
           if train_metrics:
-            check_finite(step, {'train_loss': par.merge_metrics(
-                train_metrics).compute()['loss']})
+            log_training(step)
           save(step)
-        checkpoints.wait_until_finished()
+        checkpointing.wait(checkpoints)
         bars.close()
         message = (f'Stopped at step {step} of {num_steps}, checkpoint saved: '
                    'resume with the same command.')
@@ -219,7 +227,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   finally:
     stop.restore_handlers()
     writer.flush()
-    checkpoints.wait_until_finished()
-    checkpoints.close()
-    lock.close()
+    try:
+      checkpointing.wait(checkpoints)
+    finally:
+      checkpoints.close()
+      lock.close()
   return stop.exit_code()

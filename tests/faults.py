@@ -1,0 +1,92 @@
+"""tiny_flax.main with one fault injected at a chosen point, for resume tests.
+
+    python tests/faults.py FAULT:N MAIN_FLAGS...
+
+FAULT:N is one of
+  kill_after_step:N  SIGKILL once training step N is dispatched;
+  kill_in_save:N     SIGKILL just after the checkpoint of step N started,
+                     while orbax writes it in the background;
+  kill_in_eval:N     SIGKILL inside this process's N-th validation pass,
+                     after its first batch;
+  full_disk:N        from the checkpoint of step N on, no file may grow past
+                     FULL_DISK_BYTES (RLIMIT_FSIZE): checkpoint writes fail
+                     with EFBIG, as on a full disk.
+"""
+
+import os
+import resource
+import signal
+import sys
+
+from absl import app
+
+from tiny_flax import checkpointing
+from tiny_flax import main
+from tiny_flax import progress
+from tiny_flax import train
+
+# Above the smoke run's TensorBoard file (0.3 MB), below its checkpoints' data.
+FULL_DISK_BYTES = 1_000_000
+
+
+def _die():
+  os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_after_step(step):
+  update = progress.EpochBars.update
+
+  def update_then_die(bars, current):
+    update(bars, current)
+    if current == step:
+      _die()
+
+  progress.EpochBars.update = update_then_die
+
+
+def kill_in_save(step):
+  save = checkpointing.save
+
+  def save_then_die(checkpoints, current, *args, **kwargs):
+    save(checkpoints, current, *args, **kwargs)
+    if current == step:
+      _die()
+
+  checkpointing.save = save_then_die
+
+
+def kill_in_eval(count):
+  evaluate = train.evaluate
+  calls = []
+
+  def first_batch_then_die(batches):
+    for index, batch in enumerate(batches):
+      if index == 1:
+        _die()
+      yield batch
+
+  def evaluate_then_die(p_eval_step, state, batches, par):
+    calls.append(None)
+    if len(calls) == count:
+      batches = first_batch_then_die(batches)
+    return evaluate(p_eval_step, state, batches, par)
+
+  train.evaluate = evaluate_then_die
+
+
+def full_disk(step):
+  save = checkpointing.save
+
+  def save_on_a_full_disk(checkpoints, current, *args, **kwargs):
+    if current >= step:
+      resource.setrlimit(resource.RLIMIT_FSIZE,
+                         (FULL_DISK_BYTES, resource.RLIM_INFINITY))
+    save(checkpoints, current, *args, **kwargs)
+
+  checkpointing.save = save_on_a_full_disk
+
+
+if __name__ == '__main__':
+  fault, number = sys.argv.pop(1).split(':')
+  globals()[fault](int(number))
+  app.run(main.main)

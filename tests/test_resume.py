@@ -1,0 +1,89 @@
+"""Exact resume: a run SIGKILLed three times ends bitwise equal to an uninterrupted one."""
+
+import os
+
+from clu import metric_writers
+import jax.numpy as jnp
+
+import conftest
+from scripts import check_resume
+from tiny_flax import checkpointing
+
+# Before the first checkpoint; while orbax writes the checkpoint of step 8;
+# inside the second validation pass (the last epoch's).
+KILL_POINTS = ('kill_after_step:2', 'kill_in_save:8', 'kill_in_eval:2')
+
+
+def _flags(workdir, fake_config):
+  # 10 steps an epoch; logs every 3 steps, checkpoints every 4 and at epoch
+  # ends, so log intervals, checkpoints and epochs all cut one another.
+  return [f'--workdir={workdir}', '--config=configs/smoke.py', '--progress=off',
+          '--config.batch_size=80', '--config.num_epochs=2',
+          '--config.log_every_steps=3', '--config.checkpoint_every_steps=4',
+          '--config.checkpoint_every_minutes=0', '--config.steps_per_eval=2',
+          '--config.checkpoints_to_keep=10'] + [
+              f'--config.dataset.{key}={fake_config.dataset[key]}'
+              for key in ('manual_dir', 'data_dir', 'fake_train_per_class',
+                          'fake_val_per_class')]
+
+
+def test_killed_three_times_the_run_ends_bitwise_as_uninterrupted(
+    fake_config, fake_builder, tmp_path):
+  del fake_builder  # prepared once for the session
+  expected, killed = str(tmp_path / 'expected'), str(tmp_path / 'killed')
+  result = conftest.run_python(['-m', 'tiny_flax.main',
+                                *_flags(expected, fake_config)])
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  for point in KILL_POINTS:
+    result = conftest.run_python(['tests/faults.py', point,
+                                  *_flags(killed, fake_config)])
+    assert result.returncode == -9, (point, result.stderr[-3000:])
+  checkpoints = os.listdir(os.path.join(killed, 'checkpoints'))
+  assert '20' not in checkpoints  # killed before the last epoch's checkpoint
+  result = conftest.run_python(['-m', 'tiny_flax.main',
+                                *_flags(killed, fake_config)])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'from step 16' in result.stderr
+
+  assert check_resume.differences(expected, killed) == []
+
+
+def test_a_full_disk_fails_the_run_clearly_and_loses_no_checkpoint(
+    fake_config, fake_builder, tmp_path):
+  del fake_builder
+  workdir = str(tmp_path / 'run')
+  flags = _flags(workdir, fake_config) + ['--config.num_epochs=1']
+  result = conftest.run_python(['tests/faults.py', 'full_disk:8', *flags])
+  assert result.returncode == 1, result.stderr[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert errors and 'Could not write a checkpoint' in errors[0], errors
+  assert 'File too large' in errors[0]
+  assert 'the same command resumes from step 4' in errors[0]
+
+  result = conftest.run_python(['-m', 'tiny_flax.main', *flags])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'from step 4' in result.stderr
+  assert sorted(int(name) for name in os.listdir(
+      os.path.join(workdir, 'checkpoints'))) == [4, 8, 10]
+
+
+def _workdir(path, weight, loss):
+  checkpoints = checkpointing.manager(str(path))
+  checkpointing.save(checkpoints, 4, {'params': {'w': jnp.full((3,), weight)}})
+  checkpoints.wait_until_finished()
+  checkpoints.close()
+  writer = metric_writers.SummaryWriter(str(path))
+  writer.write_scalars(4, {'train_loss': loss, 'steps_per_sec': loss})
+  writer.close()
+  return str(path)
+
+
+def test_differences_are_found(tmp_path):
+  """The comparison can fail: it names a changed leaf and logged metric."""
+  expected = _workdir(tmp_path / 'a', 1.0, 2.0)
+  assert check_resume.differences(expected, _workdir(tmp_path / 'b', 1.0, 2.0)) == []
+  found = check_resume.differences(
+      expected, _workdir(tmp_path / 'c', 1.0 + 2**-20, 2.5))
+  assert found == ["['params']['w'] differs (largest difference 9.54e-07)",
+                   'train_loss differs at steps [4]']
