@@ -41,10 +41,18 @@ LOGGED_PREFIXES = ('train_', 'val_', 'learning_rate', 'epoch')
 
 
 def final_checkpoint(workdir):
-  """(step, state tree as saved) of the workdir's latest checkpoint."""
+  """(step, state tree as saved) of the workdir's latest checkpoint.
+
+  Restored onto this process's first device, whatever devices saved it.
+  """
   checkpoints = checkpointing.manager(workdir, read_only=True)
   step = checkpoints.latest_step()
-  state = checkpoints.restore(step, args=ocp.args.StandardRestore())
+  item = checkpoints.directory / str(step) / 'default'
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+      ocp.StandardCheckpointer().metadata(item).item_metadata)
+  state = ocp.StandardCheckpointer().restore(item, target)
   checkpoints.close()
   return step, state
 

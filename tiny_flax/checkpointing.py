@@ -47,7 +47,8 @@ def check_same_run(workdir, previous, config):
 
 
 def _write_atomically(path, text):
-  tmp_path = path + '.tmp'
+  """Readers see the old file or the new one; processes sharing it never clash."""
+  tmp_path = f'{path}.tmp{os.getpid()}'
   with open(tmp_path, 'w') as f:
     f.write(text)
   os.replace(tmp_path, path)

@@ -37,7 +37,17 @@ _PROGRESS = flags.DEFINE_enum(
     'draws them when the output is a terminal.')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', None, 'Call jax.distributed.initialize() (multi-process '
-    'runs). Default: when a cluster environment is detected.')
+    'runs). Default: when a cluster environment is detected or '
+    '--coordinator_address is given.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'HOST:PORT of process 0 in a multi-process '
+    'run that no cluster (TPU slice, SLURM, Open MPI) describes; with '
+    '--num_processes and --process_id.')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Processes of a --coordinator_address run.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'This process in a --coordinator_address run (0 on '
+    'the coordinator\'s host).')
 flags.mark_flags_as_required(['config'])
 
 # Environment variables through which jax.distributed finds its cluster.
@@ -55,6 +65,8 @@ class _HideLibraryInfo(py_logging.Filter):
 def _is_multi_process():
   if _DISTRIBUTED.value is not None:
     return _DISTRIBUTED.value
+  if _COORDINATOR.value:
+    return True
   hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
   return ',' in hosts or any(
       v in os.environ for v in _CLUSTER_VARIABLES if v != 'TPU_WORKER_HOSTNAMES')
@@ -78,7 +90,8 @@ def main(argv):
   print(f'Workdir: {workdir} (the same command resumes it).', file=sys.stderr)
   logging.get_absl_handler().addFilter(_HideLibraryInfo())
   if _is_multi_process():
-    jax.distributed.initialize()
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                               _PROCESS_ID.value)
   logging.info('Process %d of %d; local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   with errors.exit_on_user_error():

@@ -1,0 +1,91 @@
+"""Two processes x 4 CPU devices on localhost train as one process x 8 devices."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+import conftest
+from scripts import check_resume
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _command(workdir, fake_config, *flags):
+  # The whole fake split in one global batch, no random augmentation, at a
+  # low learning rate: the two layouts see the same examples per step and
+  # differ only in the order of float sums (at lr 0.1 that grows to 4e-4 in
+  # 3 steps between 8 and 4 devices of one process alike).
+  return [sys.executable, '-m', 'tiny_flax.main', '--config=configs/smoke.py',
+          f'--workdir={workdir}', '--progress=off', '--config.batch_size=800',
+          '--config.input.train=to_tensor', '--config.learning_rate=0.001',
+          '--config.log_every_steps=1', '--config.steps_per_eval=1', *flags] + [
+              f'--config.dataset.{key}={fake_config.dataset[key]}'
+              for key in ('manual_dir', 'data_dir', 'fake_train_per_class',
+                          'fake_val_per_class')]
+
+
+def _start_pair(command):
+  port = _free_port()
+  return [subprocess.Popen(
+      command + [f'--coordinator_address=localhost:{port}',
+                 '--num_processes=2', f'--process_id={index}'],
+      cwd=conftest.REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+      text=True, env=dict(
+          os.environ, PYTHONPATH=conftest.REPO,
+          XLA_FLAGS='--xla_force_host_platform_device_count=4'))
+          for index in range(2)]
+
+
+def _largest_difference(a, b):
+  return max(jax.tree.leaves(jax.tree.map(
+      lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)))
+
+
+def test_two_processes_train_as_one_and_fail_together(fake_config, fake_builder,
+                                                      tmp_path):
+  del fake_builder  # prepared once for the session
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  result = conftest.run_python(
+      _command(one, fake_config, '--config.num_train_steps=2')[1:],
+      env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  pair = _start_pair(_command(two, fake_config, '--config.num_train_steps=2'))
+  logs = [process.communicate(timeout=300)[1] for process in pair]
+  for process, log in zip(pair, logs):
+    assert process.returncode == 0, log[-3000:]
+  assert 'Process 1 of 2; local devices' in logs[1]
+  assert 'on 8 devices with shard_map' in logs[0]
+
+  # The pair's checkpoint restores in this single process.
+  step_one, expected = check_resume.final_checkpoint(one)
+  step_two, state = check_resume.final_checkpoint(two)
+  assert step_one == step_two == 2
+  assert _largest_difference(expected['params'], state['params']) < 1e-5
+  assert _largest_difference(expected['batch_stats'],
+                             state['batch_stats']) < 1e-5
+
+  # The pair resumes; when process 1 dies, process 0 exits with an error.
+  pair = _start_pair(_command(two, fake_config, '--config.num_train_steps=50'))
+  try:
+    for line in pair[1].stderr:
+      if '[4] learning_rate' in line:
+        break
+    pair[1].kill()
+    started = time.monotonic()
+    log = pair[0].communicate(timeout=300)[1]
+  finally:
+    for process in pair:
+      process.kill()
+  assert pair[0].returncode not in (0, None), log[-3000:]
+  assert time.monotonic() - started < 200
+  assert 'from step 2' in log
