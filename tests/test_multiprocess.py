@@ -1,6 +1,8 @@
-"""Two processes x 4 CPU devices on localhost train as one process x 8 devices."""
+"""Two processes x 4 CPU devices on localhost: as one process x 8, stopping together."""
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -33,13 +35,14 @@ def _command(workdir, fake_config, *flags):
                           'fake_val_per_class')]
 
 
-def _start_pair(command):
+def _start_pair(command, log_prefix):
+  """The two processes, each logging to LOG_PREFIX.INDEX (no pipe to fill)."""
   port = _free_port()
   return [subprocess.Popen(
       command + [f'--coordinator_address=localhost:{port}',
                  '--num_processes=2', f'--process_id={index}'],
-      cwd=conftest.REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-      text=True, env=dict(
+      cwd=conftest.REPO, stderr=open(f'{log_prefix}.{index}', 'w'),  # pylint: disable=consider-using-with
+      stdout=subprocess.DEVNULL, env=dict(
           os.environ, PYTHONPATH=conftest.REPO,
           XLA_FLAGS='--xla_force_host_platform_device_count=4'))
           for index in range(2)]
@@ -50,8 +53,8 @@ def _largest_difference(a, b):
       lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)))
 
 
-def test_two_processes_train_as_one_and_fail_together(fake_config, fake_builder,
-                                                      tmp_path):
+def test_two_processes_train_as_one_stop_together_and_fail_together(
+    fake_config, fake_builder, tmp_path):
   del fake_builder  # prepared once for the session
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
   result = conftest.run_python(
@@ -59,8 +62,9 @@ def test_two_processes_train_as_one_and_fail_together(fake_config, fake_builder,
       env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
   assert result.returncode == 0, result.stderr[-3000:]
 
-  pair = _start_pair(_command(two, fake_config, '--config.num_train_steps=2'))
-  logs = [process.communicate(timeout=300)[1] for process in pair]
+  pair = _start_pair(_command(two, fake_config, '--config.num_train_steps=2'),
+                     tmp_path / 'first')
+  logs = _wait(pair, tmp_path / 'first')
   for process, log in zip(pair, logs):
     assert process.returncode == 0, log[-3000:]
   assert 'Process 1 of 2; local devices' in logs[1]
@@ -74,18 +78,43 @@ def test_two_processes_train_as_one_and_fail_together(fake_config, fake_builder,
   assert _largest_difference(expected['batch_stats'],
                              state['batch_stats']) < 1e-5
 
-  # The pair resumes; when process 1 dies, process 0 exits with an error.
-  pair = _start_pair(_command(two, fake_config, '--config.num_train_steps=50'))
+  # SIGTERM to both (as SLURM sends it): they agree on one step to stop at.
+  pair = _start_pair(_command(two, fake_config, '--config.num_train_steps=50'),
+                     tmp_path / 'stopped')
+  _wait_for_step(pair[1], tmp_path / 'stopped.1', 4)
+  for process in pair:
+    process.send_signal(signal.SIGTERM)
+  logs = _wait(pair, tmp_path / 'stopped')
+  for process, log in zip(pair, logs):
+    assert process.returncode == 0, log[-3000:]
+  assert 'from step 2' in logs[0]
+  stopped = {re.search(r'Stopped at step (\d+) of 50', log).group(1)
+             for log in logs}
+  assert len(stopped) == 1, stopped
+  assert check_resume.final_checkpoint(two)[0] == int(stopped.pop())
+
+  # Resumed again: when process 1 dies, process 0 exits with an error.
+  pair = _start_pair(_command(two, fake_config, '--config.num_train_steps=50',
+                              '--heartbeat_timeout_seconds=10'),
+                     tmp_path / 'killed')
+  _wait_for_step(pair[1], tmp_path / 'killed.1', 8)
+  pair[1].kill()
+  log = _wait(pair, tmp_path / 'killed')[0]
+  assert pair[0].returncode != 0, log[-3000:]
+
+
+def _wait_for_step(process, log_path, step):
+  while f'[{step}] learning_rate' not in log_path.read_text():
+    assert process.poll() is None, f'the process ended before step {step}'
+    time.sleep(0.2)
+
+
+def _wait(pair, log_prefix, timeout=300):
+  """The logs of both processes once they end; kills them after `timeout`."""
   try:
-    for line in pair[1].stderr:
-      if '[4] learning_rate' in line:
-        break
-    pair[1].kill()
-    started = time.monotonic()
-    log = pair[0].communicate(timeout=300)[1]
+    for process in pair:
+      process.wait(timeout=timeout)
   finally:
     for process in pair:
       process.kill()
-  assert pair[0].returncode not in (0, None), log[-3000:]
-  assert time.monotonic() - started < 200
-  assert 'from step 2' in log
+  return [open(f'{log_prefix}.{index}').read() for index in range(2)]

@@ -48,6 +48,10 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'This process in a --coordinator_address run (0 on '
     'the coordinator\'s host).')
+_HEARTBEAT = flags.DEFINE_integer(
+    'heartbeat_timeout_seconds', 100, 'In a multi-process run, how long the '
+    'other processes wait for one that stopped answering before they exit '
+    'with an error.')
 flags.mark_flags_as_required(['config'])
 
 # Environment variables through which jax.distributed finds its cluster.
@@ -90,8 +94,9 @@ def main(argv):
   print(f'Workdir: {workdir} (the same command resumes it).', file=sys.stderr)
   logging.get_absl_handler().addFilter(_HideLibraryInfo())
   if _is_multi_process():
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                               _PROCESS_ID.value)
+    jax.distributed.initialize(
+        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+        heartbeat_timeout_seconds=_HEARTBEAT.value)
   logging.info('Process %d of %d; local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   with errors.exit_on_user_error():

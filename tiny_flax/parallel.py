@@ -102,6 +102,10 @@ class Parallel:
   def replicate(self, tree):
     if self.kind == 'pmap':
       return flax.jax_utils.replicate(tree, self.devices)
+    if jax.process_count() > 1:
+      # Each process places its own devices' copies from host memory; from a
+      # restored (committed) array JAX would ask for a cross-host transfer.
+      tree = jax.device_get(tree)
     return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
   def unreplicate(self, tree):
