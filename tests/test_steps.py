@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 import conftest
@@ -139,3 +140,29 @@ def test_compiled_on_first_call_takes_python_scalars():
   scaled = parallel.CompiledOnFirstCall(jax.jit(lambda x, factor: x * factor))
   np.testing.assert_array_equal(scaled(np.ones(2), 3), [3, 3])
   np.testing.assert_array_equal(scaled(np.ones(3), 2.5), [2.5, 2.5, 2.5])
+
+
+@pytest.mark.parametrize('kind', parallel.KINDS)
+def test_train_steps_move_nothing_between_host_and_device(kind):
+  """Once the batch is placed, steps and metric merging stay on the device."""
+  model = models.create('resnet_tiny', 10, axis_name=steps.AXIS)
+  config = ml_collections.ConfigDict({
+      'seed': 0, 'optimizer': 'sgd', 'momentum': 0.9, 'nesterov': False,
+      'weight_decay': 5e-4})
+  par = parallel.Parallel(kind)
+  state = par.replicate(steps.create_train_state(
+      config, model, (32, 32, 3), optax.cosine_decay_schedule(0.1, 10)))
+  step = par.compile(functools.partial(
+      steps.train_step, dropout_key=jax.random.key(0)), donate_state=True)
+  rng = np.random.default_rng(0)
+  batches = [par.shard_batch({
+      'image': rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
+      'label': rng.integers(0, 10, 8).astype(np.int32)}) for _ in range(4)]
+  state, metrics = step(state, batches[0])  # compiles
+  collected = [metrics]
+  with jax.transfer_guard('disallow'):
+    for batch in batches[1:]:
+      state, metrics = step(state, batch)
+      collected.append(metrics)
+    merged = par.merge_metrics(collected)
+  assert np.isfinite(merged.compute()['loss'])

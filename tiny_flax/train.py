@@ -118,6 +118,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                else config.num_epochs * steps_per_epoch)
   learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
   state = steps.create_train_state(config, model, image_shape, learning_rate_fn)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info('%s: %s parameters.', config.model, f'{num_params:,}')
   checkpoints = checkpointing.manager(workdir, config.checkpoints_to_keep)
   state = checkpointing.restore_latest(checkpoints, state)
   start_step = int(state.step)
