@@ -44,6 +44,7 @@ from tiny_flax import models
 from tiny_flax import parallel
 from tiny_flax import resident_data
 from tiny_flax import steps
+from tiny_flax.data import archive
 from tiny_flax.models import layers
 
 # model -> the module in configs/ holding its seed recipe.
@@ -53,8 +54,6 @@ SEED_CONFIGS = {
     'resnet50': 'resnet50',
     'shufflenet_v2_x1_0': 'shufflenet_v2',
 }
-TINY_IMAGENET_SHAPE = (64, 64, 3)
-TINY_IMAGENET_TRAIN_SIZE = 100_000
 
 _MODELS = flags.DEFINE_list('models', list(SEED_CONFIGS), 'Models to measure.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', None,
@@ -83,7 +82,7 @@ _RESIDENT = flags.DEFINE_bool(
     'index batches by the host, and the share of time the device waits on it.')
 _RESIDENT_EXAMPLES = flags.DEFINE_integer(
     'resident_examples', None,
-    f'Images in the resident split (default {TINY_IMAGENET_TRAIN_SIZE:,}, '
+    f'Images in the resident split (default {archive.NUM_TRAIN:,}, '
     'Tiny ImageNet\'s; 1024 with --quick).')
 _JSON = flags.DEFINE_string('json', None,
                             'Write the results here (after each measurement).')
@@ -95,7 +94,7 @@ def seed_config(name):
 
 def train_image_shape(recipe):
   """Shape of one image after the training recipe, traced without data."""
-  images = jax.ShapeDtypeStruct((1,) + TINY_IMAGENET_SHAPE, jnp.uint8)
+  images = jax.ShapeDtypeStruct((1,) + archive.IMAGE_SHAPE, jnp.uint8)
   return jax.eval_shape(device_preprocess.build(recipe), images,
                         jax.random.key(0)).shape[1:]
 
@@ -181,7 +180,7 @@ def _compiled_train_step(body, state, batch, *replicated):
 
 
 def _initial_state(config, name, image_shape, half):
-  module = models.create(name, 200, axis_name=steps.AXIS,
+  module = models.create(name, archive.NUM_CLASSES, axis_name=steps.AXIS,
                          dtype=jnp.bfloat16 if half else jnp.float32)
   return module, steps.create_train_state(config, module, image_shape,
                                           config.learning_rate)
@@ -206,7 +205,8 @@ def measure_tiny_flax(config, name, batch_size, image_shape, half, num_steps,
   rng = np.random.default_rng(0)
   batch = par.shard_batch({
       'image': rng.normal(size=(batch_size,) + image_shape).astype(np.float32),
-      'label': rng.integers(0, 200, batch_size).astype(np.int32),
+      'label': rng.integers(0, archive.NUM_CLASSES,
+                            batch_size).astype(np.int32),
       'mask': np.ones(batch_size, bool)})
   train_step, compile_s = _compiled_train_step(
       par.compile(_train_step_body(config), donate_state=True), state, batch)
@@ -248,9 +248,10 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
   state = par.replicate(state)
   rng = np.random.default_rng(0)
   data = par.replicate({
-      'image': rng.integers(0, 256, (num_examples,) + TINY_IMAGENET_SHAPE,
+      'image': rng.integers(0, 256, (num_examples,) + archive.IMAGE_SHAPE,
                             dtype=np.uint8),
-      'label': rng.integers(0, 200, num_examples).astype(np.int32)})
+      'label': rng.integers(0, archive.NUM_CLASSES,
+                            num_examples).astype(np.int32)})
   step, _ = resident_data.compile_step(par, _train_step_body(config),
                                        config.input.train, jax.random.key(1))
   batches_per_epoch = num_examples // batch_size
@@ -293,7 +294,8 @@ def torch_train_step_timer(config, name, batch_size, size, half, num_steps,
   import torchvision  # pylint: disable=g-import-not-at-top
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   torch.backends.cudnn.benchmark = True
-  model = getattr(torchvision.models, name)(num_classes=200).to(device)
+  model = getattr(torchvision.models, name)(
+      num_classes=archive.NUM_CLASSES).to(device)
   images = torch.randn(batch_size, 3, size, size, device=device)
   if device == 'cuda':  # the fast PyTorch setting the goals compare against
     model = model.to(memory_format=torch.channels_last)
@@ -449,7 +451,7 @@ def main(argv):
       record(name, result)
     if _RESIDENT.value:
       examples = _RESIDENT_EXAMPLES.value or (
-          1024 if _QUICK.value else TINY_IMAGENET_TRAIN_SIZE)
+          1024 if _QUICK.value else archive.NUM_TRAIN)
       record(name, measure_resident(config, name, batch_size, half, num_steps,
                                     par, examples))
     if _STEP.value and use_torch and _TORCH_COMPILE.value:

@@ -19,7 +19,6 @@ import io
 import math
 import os
 import time
-import zipfile
 
 import torch  # pylint: disable=g-bad-import-order  (before TensorFlow, see tests/conftest.py)
 import torchvision
@@ -35,6 +34,7 @@ from PIL import Image
 from tiny_flax import errors
 from tiny_flax import recipes
 from tiny_flax import report
+from tiny_flax.data import archive
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A tiny_flax config file (configs/*.py[:variant]).',
@@ -47,8 +47,7 @@ _OUT_DIR = flags.DEFINE_string('out_dir', None, 'Folder for metrics.json and the
 _WORKERS = flags.DEFINE_integer('workers', 2, 'DataLoader worker processes.')
 flags.mark_flags_as_required(['config', 'out_dir'])
 
-ROOT = 'tiny-imagenet-200'
-NUM_CLASSES = 200
+ROOT = archive.ROOT
 
 _TRANSFORMS = {
     'random_horizontal_flip': transforms.RandomHorizontalFlip,
@@ -129,78 +128,33 @@ def optimizer(config, params):
                            weight_decay=config.weight_decay)
 
 
-class _Archive:
-  """The archive's members, from the zip or its extracted folder."""
-
-  def __init__(self, manual_dir):
-    self._zip = None
-    archive = os.path.join(manual_dir, f'{ROOT}.zip')
-    if os.path.isfile(archive):
-      try:
-        self._zip = zipfile.ZipFile(archive)
-      except (zipfile.BadZipFile, OSError) as e:
-        raise errors.UserError(
-            f'{archive} is not a readable zip archive ({e}): it is corrupt or '
-            'truncated. Replace it with a fresh copy.') from e
-      self._names = set(self._zip.namelist())
-    elif os.path.isdir(os.path.join(manual_dir, ROOT)):
-      self._folder = manual_dir
-    else:
-      raise errors.UserError(
-          f'Tiny ImageNet not found: {manual_dir!r} has no {ROOT}.zip or '
-          f'{ROOT}/. Pass --manual_dir=FOLDER holding it.')
-    self.where = archive if self._zip else os.path.join(manual_dir, ROOT)
-
-  def names(self, folder):
-    if self._zip is not None:
-      return sorted(n for n in self._names if n.startswith(folder + '/')
-                    and '/' not in n[len(folder) + 1:] and n.endswith('.JPEG'))
-    return sorted(f'{folder}/{n}' for n in os.listdir(
-        os.path.join(self._folder, folder)) if n.endswith('.JPEG'))
-
-  def read(self, member):
-    try:
-      if self._zip is not None:
-        return self._zip.read(member)
-      with open(os.path.join(self._folder, member), 'rb') as f:
-        return f.read()
-    except (KeyError, OSError, zipfile.BadZipFile) as e:
-      raise errors.UserError(
-          f'Cannot read {member} from {self.where} ({e}): the archive is '
-          'incomplete or corrupt. Replace it with a fresh copy.') from e
-
-  def lines(self, member):
-    return [l for l in self.read(member).decode('utf-8').splitlines() if l]
-
-
-def _decoded(archive, members):
+def _decoded(source, members):
   """Every image as RGB uint8, decoded once (PIL, as ImageFolder would)."""
   images = []
   for member in members:
-    try:
-      with Image.open(io.BytesIO(archive.read(member))) as image:
-        images.append(np.asarray(image.convert('RGB')))
-    except OSError as e:
-      raise errors.UserError(
-          f'{member} in {archive.where} is not a readable image ({e}). '
-          'Replace the archive with a fresh copy.') from e
+    with Image.open(io.BytesIO(source.jpeg(member))) as image:
+      images.append(np.asarray(image.convert('RGB')))
   return np.stack(images)
 
 
 def load_splits(manual_dir):
   """(train, validation, class_names): image arrays with labels, (wnid, name)."""
-  archive = _Archive(manual_dir)
-  wnids = sorted(archive.lines(f'{ROOT}/wnids.txt'))
-  words = dict(l.split('\t', 1) for l in archive.lines(f'{ROOT}/words.txt'))
+  source = archive.find(manual_dir)
+  if source is None:
+    raise archive.DatasetError(
+        f'Tiny ImageNet not found: {manual_dir!r} has no {archive.ARCHIVE_NAME} '
+        f'or {ROOT}/. Pass --manual_dir=FOLDER holding it.')
+  wnids = sorted(source.lines(f'{ROOT}/wnids.txt'))
+  words = dict(l.split('\t', 1) for l in source.lines(f'{ROOT}/words.txt'))
   index = {wnid: i for i, wnid in enumerate(wnids)}
   train = [(m, index[w]) for w in wnids
-           for m in archive.names(f'{ROOT}/train/{w}/images')]
+           for m in source.images(f'{ROOT}/train/{w}/images')]
   val = [(f'{ROOT}/val/images/{l.split(chr(9))[0]}', index[l.split(chr(9))[1]])
-         for l in archive.lines(f'{ROOT}/val/val_annotations.txt')]
+         for l in source.lines(f'{ROOT}/val/val_annotations.txt')]
   splits = []
   for examples in (train, val):
     members, labels = zip(*examples)
-    splits.append((_decoded(archive, members), np.array(labels, np.int64)))
+    splits.append((_decoded(source, members), np.array(labels, np.int64)))
   return splits[0], splits[1], [(w, words.get(w, w)) for w in wnids]
 
 
@@ -257,7 +211,7 @@ def train(config, manual_dir, out, workers):
       val_set, batch_size=config.batch_size, num_workers=workers)
   train_set = _Images(train_x, train_y, compose(config.input.train))
 
-  model = getattr(torchvision.models, config.model)(num_classes=NUM_CLASSES)
+  model = getattr(torchvision.models, config.model)(num_classes=archive.NUM_CLASSES)
   opt = optimizer(config, model.parameters())
   scheduler = torch.optim.lr_scheduler.LambdaLR(
       opt, learning_rate_factor(config, steps_per_epoch))

@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
+from tiny_flax.data import archive
 from tiny_flax.data import pipeline
 
 
@@ -81,5 +82,5 @@ def test_image_shape_follows_the_eval_recipe(fake_config):
 def test_oversized_batch_is_refused(fake_builder, fake_config):
   config = fake_config.copy_and_resolve_references()
   config.batch_size = 10_000
-  with pytest.raises(pipeline.tiny_imagenet.DatasetError, match='larger'):
+  with pytest.raises(archive.DatasetError, match='larger'):
     next(pipeline.train_batches(fake_builder, config))

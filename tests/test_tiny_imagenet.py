@@ -14,14 +14,15 @@ import pytest
 import tensorflow_datasets as tfds
 
 import conftest
+from tiny_flax.data import archive
 from tiny_flax.data import fake
-from tiny_flax.data import tiny_imagenet
+from tiny_flax.data import tiny_imagenet  # pylint: disable=unused-import
 
-ROOT = tiny_imagenet.ROOT
+ROOT = archive.ROOT
 
 
 def _archive_members(manual_dir):
-  return zipfile.ZipFile(os.path.join(manual_dir, tiny_imagenet.ARCHIVE_NAME))
+  return zipfile.ZipFile(os.path.join(manual_dir, archive.ARCHIVE_NAME))
 
 
 def test_split_sizes(fake_builder):
@@ -61,11 +62,11 @@ def test_test_split_is_unlabelled(fake_builder):
 
 
 def test_grayscale_jpegs_come_out_rgb(fake_builder, fake_manual_dir):
-  archive = _archive_members(fake_manual_dir)
+  members = _archive_members(fake_manual_dir)
   gray = set()
-  for name in archive.namelist():
+  for name in members.namelist():
     if name.startswith(f'{ROOT}/val/images/'):
-      with Image.open(io.BytesIO(archive.read(name))) as image:
+      with Image.open(io.BytesIO(members.read(name))) as image:
         if image.mode == 'L':
           gray.add(os.path.basename(name))
   assert gray, 'the fake archive should hold grayscale JPEGs'
@@ -95,8 +96,8 @@ def _prepare(manual_dir, data_dir):
 def _rewrite(source_dir, target_dir, edit):
   """Copies the fake archive, passing each (name, bytes) through `edit`."""
   os.makedirs(target_dir, exist_ok=True)
-  with zipfile.ZipFile(os.path.join(source_dir, tiny_imagenet.ARCHIVE_NAME)) as src, \
-      zipfile.ZipFile(os.path.join(target_dir, tiny_imagenet.ARCHIVE_NAME), 'w') as dst:
+  with zipfile.ZipFile(os.path.join(source_dir, archive.ARCHIVE_NAME)) as src, \
+      zipfile.ZipFile(os.path.join(target_dir, archive.ARCHIVE_NAME), 'w') as dst:
     for name in src.namelist():
       data = edit(name, src.read(name))
       if data is not None:
@@ -110,17 +111,17 @@ def test_extracted_folder_works_like_the_zip(fake_manual_dir, tmp_path):
 
 
 def test_missing_archive_without_network(tmp_path):
-  with pytest.raises(tiny_imagenet.DatasetError, match='manual_dir'):
+  with pytest.raises(archive.DatasetError, match='manual_dir'):
     _prepare(tmp_path / 'empty', tmp_path / 'data')
 
 
 def test_truncated_zip(fake_manual_dir, tmp_path):
   os.makedirs(tmp_path / 'manual')
-  with open(os.path.join(fake_manual_dir, tiny_imagenet.ARCHIVE_NAME), 'rb') as f:
+  with open(os.path.join(fake_manual_dir, archive.ARCHIVE_NAME), 'rb') as f:
     data = f.read()
-  with open(tmp_path / 'manual' / tiny_imagenet.ARCHIVE_NAME, 'wb') as f:
+  with open(tmp_path / 'manual' / archive.ARCHIVE_NAME, 'wb') as f:
     f.write(data[:len(data) // 2])
-  with pytest.raises(tiny_imagenet.DatasetError, match='corrupt or truncated'):
+  with pytest.raises(archive.DatasetError, match='corrupt or truncated'):
     _prepare(tmp_path / 'manual', tmp_path / 'data')
 
 
@@ -128,7 +129,7 @@ def test_corrupt_member_is_named(fake_manual_dir, tmp_path):
   broken = f'{ROOT}/val/images/val_7.JPEG'
   _rewrite(fake_manual_dir, tmp_path / 'manual',
            lambda name, data: b'not a jpeg' if name == broken else data)
-  with pytest.raises(tiny_imagenet.DatasetError, match='val_7.JPEG'):
+  with pytest.raises(archive.DatasetError, match='val_7.JPEG'):
     _prepare(tmp_path / 'manual', tmp_path / 'data')
   assert not os.path.exists(tmp_path / 'data' / 'tiny_imagenet' / '1.0.0'), (
       'a failed preparation must not leave a dataset behind')
@@ -137,7 +138,7 @@ def test_corrupt_member_is_named(fake_manual_dir, tmp_path):
 def test_missing_val_annotations(fake_manual_dir, tmp_path):
   _rewrite(fake_manual_dir, tmp_path / 'manual',
            lambda name, data: None if name.endswith('val_annotations.txt') else data)
-  with pytest.raises(tiny_imagenet.DatasetError, match='val_annotations.txt'):
+  with pytest.raises(archive.DatasetError, match='val_annotations.txt'):
     _prepare(tmp_path / 'manual', tmp_path / 'data')
 
 
@@ -150,17 +151,17 @@ def test_annotation_with_unknown_wnid(fake_manual_dir, tmp_path):
       return ('\t'.join(fields) + '\n' + rest).encode()
     return data
   _rewrite(fake_manual_dir, tmp_path / 'manual', edit)
-  with pytest.raises(tiny_imagenet.DatasetError, match='n99999999'):
+  with pytest.raises(archive.DatasetError, match='n99999999'):
     _prepare(tmp_path / 'manual', tmp_path / 'data')
 
 
 def test_preparation_succeeds_after_a_failed_one(fake_manual_dir, tmp_path):
   _rewrite(fake_manual_dir, tmp_path / 'manual',
            lambda name, data: None if name.endswith('val_annotations.txt') else data)
-  with pytest.raises(tiny_imagenet.DatasetError):
+  with pytest.raises(archive.DatasetError):
     _prepare(tmp_path / 'manual', tmp_path / 'data')
-  shutil.copy(os.path.join(fake_manual_dir, tiny_imagenet.ARCHIVE_NAME),
-              tmp_path / 'manual' / tiny_imagenet.ARCHIVE_NAME)
+  shutil.copy(os.path.join(fake_manual_dir, archive.ARCHIVE_NAME),
+              tmp_path / 'manual' / archive.ARCHIVE_NAME)
   builder = _prepare(tmp_path / 'manual', tmp_path / 'data')
   assert builder.info.splits['train'].num_examples == 800
 

@@ -22,7 +22,7 @@ from tiny_flax import errors
 from tiny_flax import inference
 from tiny_flax.data import pipeline
 from tiny_flax.data import preprocess
-from tiny_flax.data import tiny_imagenet
+from tiny_flax.data import archive
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of a trained run.',
                                required=True)
@@ -35,7 +35,7 @@ def load_image(path):
   """uint8 64x64x3 RGB pixels of an image file of any size and mode."""
   with Image.open(path) as image:
     image = image.convert('RGB')
-    size = tiny_imagenet.IMAGE_SHAPE[:2]
+    size = archive.IMAGE_SHAPE[:2]
     if image.size != size:
       image = image.resize(size, Image.BILINEAR)
     return np.asarray(image)

@@ -15,11 +15,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tiny_flax.data import archive
 from tiny_flax.data import fake
 from tiny_flax.data import preprocess
-from tiny_flax.data import tiny_imagenet
+# Registers the TFDS builder that tfds.builder('tiny_imagenet') finds.
+from tiny_flax.data import tiny_imagenet  # pylint: disable=unused-import
 
-NUM_CLASSES = tiny_imagenet.NUM_CLASSES
+NUM_CLASSES = archive.NUM_CLASSES
 
 # JAX owns the accelerators; tf.data runs on the host CPU.
 tf.config.set_visible_devices([], 'GPU')
@@ -37,15 +39,15 @@ def prepare(config):
   """Returns the TFDS builder of the config's dataset, prepared on first use."""
   if config.dataset.source == 'fake':
     manual_dir, data_dir = _fake_dirs(config)
-    archive = os.path.join(manual_dir, tiny_imagenet.ARCHIVE_NAME)
-    if not os.path.exists(archive):
-      fake.write_archive(archive,
+    archive_path = os.path.join(manual_dir, archive.ARCHIVE_NAME)
+    if not os.path.exists(archive_path):
+      fake.write_archive(archive_path,
                          train_per_class=config.dataset.fake_train_per_class,
                          val_per_class=config.dataset.fake_val_per_class)
   elif config.dataset.source == 'official':
     manual_dir, data_dir = config.dataset.manual_dir, config.dataset.data_dir
   else:
-    raise tiny_imagenet.DatasetError(
+    raise archive.DatasetError(
         f'config.dataset.source must be "official" or "fake", got '
         f'{config.dataset.source!r}.')
   builder = tfds.builder('tiny_imagenet', data_dir=data_dir or None)
@@ -70,7 +72,7 @@ def image_shape(config):
   """Shape of one evaluation image; checks both of the config's recipes."""
   preprocess.for_config(config, train=True)
   process_fn = preprocess.for_config(config, train=False)
-  return tuple(process_fn(tf.zeros(tiny_imagenet.IMAGE_SHAPE, tf.uint8),
+  return tuple(process_fn(tf.zeros(archive.IMAGE_SHAPE, tf.uint8),
                           tf.zeros([2], tf.int32)).shape)
 
 
@@ -111,7 +113,7 @@ def train_batches(builder, config, *, start_step=0):
   local_batch_size = config.batch_size // jax.process_count()
   batches_per_epoch = steps_per_epoch(builder, config.batch_size)
   if batches_per_epoch == 0:
-    raise tiny_imagenet.DatasetError(
+    raise archive.DatasetError(
         f'batch_size {config.batch_size} is larger than the training split '
         f'({builder.info.splits["train"].num_examples} examples).')
   decoded = _decoded(builder, 'train', config.input.cache)
