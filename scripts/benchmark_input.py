@@ -12,9 +12,13 @@ in one run on the same machine: torchvision's ImageFolder + DataLoader
 
 import json
 import os
+import sys
 import tempfile
 import time
 import zipfile
+
+if __package__ in (None, ''):  # run as `python scripts/NAME.py`
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app
 from absl import flags

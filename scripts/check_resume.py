@@ -20,6 +20,9 @@ import subprocess
 import sys
 import time
 
+if __package__ in (None, ''):  # run as `python scripts/NAME.py`
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from absl import app
 from absl import flags
 import jax

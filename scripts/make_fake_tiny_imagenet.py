@@ -5,6 +5,12 @@
         --config.dataset.manual_dir=/tmp/fake --config.dataset.data_dir=/tmp/fake/tfds
 """
 
+import os
+import sys
+
+if __package__ in (None, ''):  # run as `python scripts/NAME.py`
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from absl import app
 from absl import flags
 

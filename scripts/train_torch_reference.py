@@ -18,7 +18,11 @@ A verification tool: torch is a test-only dependency of tiny_flax.
 import io
 import math
 import os
+import sys
 import time
+
+if __package__ in (None, ''):  # run as `python scripts/NAME.py`
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # pylint: disable=g-bad-import-order  (before TensorFlow, see tests/conftest.py)
 import torchvision

@@ -85,16 +85,29 @@ def test_benchmark_runs_without_tensorflow(tmp_path):
 
 
 def test_input_benchmark_writes_json(tmp_path, fake_manual_dir):
+  """Run by its path from another folder, as `python scripts/X.py` is."""
   path = tmp_path / 'input.json'
   result = conftest.run_python(
-      ['-m', 'scripts.benchmark_input', f'--manual_dir={fake_manual_dir}',
-       f'--data_dir={tmp_path / "tfds"}', '--seconds=0.5', '--batch_size=32',
-       f'--json={path}'])
+      [os.path.join(conftest.REPO, 'scripts', 'benchmark_input.py'),
+       f'--manual_dir={fake_manual_dir}', f'--data_dir={tmp_path / "tfds"}',
+       '--seconds=0.5', '--batch_size=32', f'--json={path}'],
+      cwd=tmp_path, repo_on_path=False)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(path.read_text())
   assert len(report) == 3
   for rates in report.values():
     assert rates['tiny_flax_img_s'] > 0 and rates['torch_img_s'] > 0
+
+
+@pytest.mark.parametrize('script', [
+    'benchmark', 'check_resume', 'compare_runs', 'make_fake_tiny_imagenet',
+    'train_torch_reference'])
+def test_scripts_run_by_their_path(script, tmp_path):
+  result = conftest.run_python(
+      [os.path.join(conftest.REPO, 'scripts', f'{script}.py'), '--help'],
+      cwd=tmp_path, repo_on_path=False)
+  assert 'flags:' in result.stdout + result.stderr, result.stderr[-3000:]
+  assert 'Error' not in result.stderr, result.stderr[-3000:]
 
 
 def test_matmul_flops_counts_dots_and_convolutions_in_subprograms():
