@@ -1,10 +1,12 @@
 """Every config and variant loads, validates, and holds the seed's recipe."""
 
 import importlib
+import re
 
 import pytest
 
 from configs import default
+from tiny_flax import errors
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax.data import pipeline
@@ -50,3 +52,18 @@ def test_seed_recipes():
     config = _config(name)
     assert default.IMAGENET_NORMALIZE in config.input.train
     assert config.num_epochs == epochs
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('optimizer', 'lamb', "Unknown config.optimizer 'lamb': use sgd, adam, adamw."),
+    ('schedule.name', 'linear',
+     "Unknown config.schedule.name 'linear': use constant, step, warmup_cosine."),
+])
+def test_unknown_optimizer_or_schedule_is_refused_by_name(key, value, message):
+  config = _config('resnet18')
+  if key == 'optimizer':
+    config.optimizer = value
+  else:
+    config.schedule.name = value
+  with pytest.raises(errors.UserError, match=re.escape(message)):
+    optim.check(config)

@@ -10,39 +10,59 @@ import optax
 from tiny_flax import errors
 
 
+def _constant(config, steps_per_epoch):
+  del steps_per_epoch
+  return optax.constant_schedule(config.learning_rate)
+
+
+def _step(config, steps_per_epoch):
+  """torch.optim.lr_scheduler.StepLR(step_size=step_epochs, gamma=gamma)."""
+  return optax.exponential_decay(
+      config.learning_rate,
+      transition_steps=config.schedule.step_epochs * steps_per_epoch,
+      decay_rate=config.schedule.gamma, staircase=True)
+
+
+def _warmup_cosine(config, steps_per_epoch):
+  warmup = int(config.schedule.warmup_epochs * steps_per_epoch)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
+      decay_steps=max(config.num_epochs * steps_per_epoch, warmup + 1))
+
+
+SCHEDULES = {'constant': _constant, 'step': _step,
+             'warmup_cosine': _warmup_cosine}
+
+OPTIMIZERS = {
+    'sgd': lambda config, lr: optax.sgd(
+        lr, momentum=config.momentum or None, nesterov=config.nesterov),
+    'adam': lambda config, lr: optax.adam(lr),
+    'adamw': lambda config, lr: optax.adamw(
+        lr, weight_decay=config.weight_decay),
+}
+
+
+def _choice(table, value, key):
+  if value not in table:
+    raise errors.UserError(
+        f'Unknown {key} {value!r}: use {", ".join(table)}.')
+  return table[value]
+
+
+def check(config):
+  """Refuses an unknown optimizer or schedule before any data is prepared."""
+  _choice(OPTIMIZERS, config.optimizer, 'config.optimizer')
+  _choice(SCHEDULES, config.schedule.name, 'config.schedule.name')
+
+
 def learning_rate_schedule(config, steps_per_epoch):
-  base = config.learning_rate
-  schedule = config.schedule
-  total_steps = config.num_epochs * steps_per_epoch
-  if schedule.name == 'constant':
-    return optax.constant_schedule(base)
-  if schedule.name == 'step':
-    # torch.optim.lr_scheduler.StepLR(step_size=step_epochs, gamma=gamma).
-    return optax.exponential_decay(
-        base, transition_steps=schedule.step_epochs * steps_per_epoch,
-        decay_rate=schedule.gamma, staircase=True)
-  if schedule.name == 'warmup_cosine':
-    warmup = int(schedule.warmup_epochs * steps_per_epoch)
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=base, warmup_steps=warmup,
-        decay_steps=max(total_steps, warmup + 1))
-  raise errors.UserError(
-      f'Unknown config.schedule.name {schedule.name!r}: use constant, step or '
-      'warmup_cosine.')
+  return _choice(SCHEDULES, config.schedule.name, 'config.schedule.name')(
+      config, steps_per_epoch)
 
 
 def create(config, learning_rate_fn):
-  name = config.optimizer
-  if name == 'sgd':
-    optimizer = optax.sgd(learning_rate_fn, momentum=config.momentum or None,
-                          nesterov=config.nesterov)
-  elif name == 'adam':
-    optimizer = optax.adam(learning_rate_fn)
-  elif name == 'adamw':
-    return optax.adamw(learning_rate_fn, weight_decay=config.weight_decay)
-  else:
-    raise errors.UserError(
-        f'Unknown config.optimizer {name!r}: use sgd, adam or adamw.')
-  if config.weight_decay:
+  optimizer = _choice(OPTIMIZERS, config.optimizer, 'config.optimizer')(
+      config, learning_rate_fn)
+  if config.weight_decay and config.optimizer != 'adamw':
     return optax.chain(optax.add_decayed_weights(config.weight_decay), optimizer)
   return optimizer

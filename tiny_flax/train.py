@@ -109,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       config.model, pipeline.NUM_CLASSES, axis_name=steps.AXIS,
       dtype=jnp.bfloat16 if config.half_precision else jnp.float32)
   image_shape = pipeline.image_shape(config)
-  optim.create(config, optim.learning_rate_schedule(config, 1))
+  optim.check(config)
 
   builder = pipeline.prepare(config)
   checkpointing.save_class_names(workdir, pipeline.class_names(builder))
