@@ -1,11 +1,11 @@
 """Kills a training run at random moments and checks it ends as if never stopped.
 
-    python -m scripts.check_resume --out=/tmp/resume_check --kills=3 -- \
+    python -m scripts.check_resume --out_dir=/tmp/resume_check --kills=3 -- \
         --config=configs/smoke.py --config.num_epochs=2
 
 The flags after `--` are tiny_flax.main's. The run is trained once without
 interruption in OUT/uninterrupted, then in OUT/killed it is SIGKILLed
-`--kills` times, at moments drawn from `--seed` within the first run's
+`--kills` times, at moments drawn from `--kill_seed` within the first run's
 duration, restarted with the same command each time, and run to the end. The
 two final checkpoints (params, batch statistics, optimizer state) and the
 logged training and validation metrics (the last value of each tag at each
@@ -32,10 +32,11 @@ import orbax.checkpoint as ocp
 from tiny_flax import checkpointing
 from tiny_flax import report
 
-_OUT = flags.DEFINE_string('out', None, 'Folder for the two workdirs and logs.')
+_OUT_DIR = flags.DEFINE_string('out_dir', None,
+                                'Folder for the two workdirs and logs.')
 _KILLS = flags.DEFINE_integer('kills', 3, 'SIGKILLs before the final run.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the kill moments.')
-flags.mark_flags_as_required(['out'])
+_KILL_SEED = flags.DEFINE_integer('kill_seed', 0, 'Seed of the kill moments.')
+flags.mark_flags_as_required(['out_dir'])
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Logged values that depend on the step only; timings (steps_per_sec, uptime)
@@ -116,12 +117,12 @@ def main(argv):
   if not any(f.startswith('--config=') for f in main_flags):
     raise app.UsageError('Pass tiny_flax.main\'s flags after --, with '
                          '--config=.')
-  out = os.path.abspath(_OUT.value)
+  out = os.path.abspath(_OUT_DIR.value)
   expected, killed = (os.path.join(out, name)
                       for name in ('uninterrupted', 'killed'))
   for workdir in (expected, killed):
     if os.path.exists(workdir):
-      raise app.UsageError(f'{workdir} exists: pass a new --out.')
+      raise app.UsageError(f'{workdir} exists: pass a new --out_dir.')
   os.makedirs(killed)
   started = time.monotonic()
   if _run(_train_command(expected, main_flags),
@@ -129,7 +130,7 @@ def main(argv):
     sys.exit(f'The uninterrupted run failed: see {out}/uninterrupted.log')
   duration = time.monotonic() - started
   print(f'Uninterrupted run: {duration:.0f} s.')
-  moments = random.Random(_SEED.value)
+  moments = random.Random(_KILL_SEED.value)
   command = _train_command(killed, main_flags)
   for attempt in range(_KILLS.value):
     kill_after = moments.uniform(0, duration)

@@ -21,13 +21,14 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _command(workdir, fake_config, *flags):
+def _command(workdir, fake_config, *flags, batch_size=800):
   # The whole fake split in one global batch, no random augmentation, at a
   # low learning rate: the two layouts see the same examples per step and
   # differ only in the order of float sums (at lr 0.1 that grows to 4e-4 in
   # 3 steps between 8 and 4 devices of one process alike).
   return [sys.executable, '-m', 'tiny_flax.main', '--config=configs/smoke.py',
-          f'--workdir={workdir}', '--progress=off', '--config.batch_size=800',
+          f'--workdir={workdir}', '--progress=off',
+          f'--config.batch_size={batch_size}',
           '--config.input.train=to_tensor', '--config.learning_rate=0.001',
           '--config.log_every_steps=1', '--config.steps_per_eval=1', *flags] + [
               f'--config.dataset.{key}={fake_config.dataset[key]}'
@@ -79,7 +80,9 @@ def test_two_processes_train_as_one_stop_together_and_fail_together(
                              state['batch_stats']) < 1e-5
 
   # SIGTERM to both (as SLURM sends it): they agree on one step to stop at.
-  pair = _start_pair(_command(two, fake_config, '--config.num_train_steps=50'),
+  # Batches of 80 from here on: 10 steps an epoch, fast ones.
+  pair = _start_pair(_command(two, fake_config, '--config.num_train_steps=50',
+                              batch_size=80),
                      tmp_path / 'stopped')
   _wait_for_step(pair[1], tmp_path / 'stopped.1', 4)
   for process in pair:
@@ -91,13 +94,14 @@ def test_two_processes_train_as_one_stop_together_and_fail_together(
   stopped = {re.search(r'Stopped at step (\d+) of 50', log).group(1)
              for log in logs}
   assert len(stopped) == 1, stopped
-  assert check_resume.final_checkpoint(two)[0] == int(stopped.pop())
+  stopped = int(stopped.pop())
+  assert check_resume.final_checkpoint(two)[0] == stopped
 
   # Resumed again: when process 1 dies, process 0 exits with an error.
   pair = _start_pair(_command(two, fake_config, '--config.num_train_steps=50',
-                              '--heartbeat_timeout_seconds=10'),
+                              '--heartbeat_timeout_seconds=10', batch_size=80),
                      tmp_path / 'killed')
-  _wait_for_step(pair[1], tmp_path / 'killed.1', 8)
+  _wait_for_step(pair[1], tmp_path / 'killed.1', stopped + 3)
   pair[1].kill()
   log = _wait(pair, tmp_path / 'killed')[0]
   assert pair[0].returncode != 0, log[-3000:]
