@@ -1,6 +1,6 @@
 """Kills a training run at random moments and checks it ends as if never stopped.
 
-    python -m scripts.check_resume --out_dir=/tmp/resume_check --kills=3 -- \
+    python -m scripts.check_resume --check_dir=/tmp/resume_check --kills=3 -- \
         --config=configs/smoke.py --config.num_epochs=2
 
 The flags after `--` are tiny_flax.main's. The run is trained once without
@@ -32,11 +32,11 @@ import orbax.checkpoint as ocp
 from tiny_flax import checkpointing
 from tiny_flax import report
 
-_OUT_DIR = flags.DEFINE_string('out_dir', None,
+_CHECK_DIR = flags.DEFINE_string('check_dir', None,
                                 'Folder for the two workdirs and logs.')
 _KILLS = flags.DEFINE_integer('kills', 3, 'SIGKILLs before the final run.')
 _KILL_SEED = flags.DEFINE_integer('kill_seed', 0, 'Seed of the kill moments.')
-flags.mark_flags_as_required(['out_dir'])
+flags.mark_flags_as_required(['check_dir'])
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Logged values that depend on the step only; timings (steps_per_sec, uptime)
@@ -117,12 +117,12 @@ def main(argv):
   if not any(f.startswith('--config=') for f in main_flags):
     raise app.UsageError('Pass tiny_flax.main\'s flags after --, with '
                          '--config=.')
-  out = os.path.abspath(_OUT_DIR.value)
+  out = os.path.abspath(_CHECK_DIR.value)
   expected, killed = (os.path.join(out, name)
                       for name in ('uninterrupted', 'killed'))
   for workdir in (expected, killed):
     if os.path.exists(workdir):
-      raise app.UsageError(f'{workdir} exists: pass a new --out_dir.')
+      raise app.UsageError(f'{workdir} exists: pass a new --check_dir.')
   os.makedirs(killed)
   started = time.monotonic()
   if _run(_train_command(expected, main_flags),

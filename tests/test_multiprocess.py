@@ -10,9 +10,13 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 import conftest
 from scripts import check_resume
+
+# About 5 minutes of two cores: run with `python -m pytest -m slow`.
+pytestmark = pytest.mark.slow
 
 
 def _free_port():

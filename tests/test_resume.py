@@ -4,6 +4,7 @@ import os
 
 from clu import metric_writers
 import jax.numpy as jnp
+import pytest
 
 import conftest
 from scripts import check_resume
@@ -27,6 +28,7 @@ def _flags(workdir, fake_config):
                           'fake_val_per_class')]
 
 
+@pytest.mark.slow  # about 4 minutes of one core: python -m pytest -m slow
 def test_killed_three_times_and_a_full_disk_the_run_ends_bitwise_as_uninterrupted(
     fake_config, fake_builder, tmp_path):
   """Three SIGKILLs, then a full disk at the last checkpoint, then the end."""
