@@ -15,7 +15,6 @@ the same command again resumes from OUT_DIR/checkpoint.pt.
 A verification tool: torch is a test-only dependency of tiny_flax.
 """
 
-import io
 import math
 import os
 import sys
@@ -134,11 +133,8 @@ def optimizer(config, params):
 
 def _decoded(source, members):
   """Every image as RGB uint8, decoded once (PIL, as ImageFolder would)."""
-  images = []
-  for member in members:
-    with Image.open(io.BytesIO(source.jpeg(member))) as image:
-      images.append(np.asarray(image.convert('RGB')))
-  return np.stack(images)
+  return np.stack([np.asarray(source.image(member).convert('RGB'))
+                   for member in members])
 
 
 def load_splits(manual_dir):

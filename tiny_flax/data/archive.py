@@ -80,14 +80,22 @@ class Archive:
   def jpeg(self, member):
     """Returns the member's bytes after checking that they decode."""
     data = self.read(member)
+    self._decode(member, data)
+    return data
+
+  def image(self, member):
+    """The member decoded by PIL, as torchvision's ImageFolder would."""
+    return self._decode(member, self.read(member))
+
+  def _decode(self, member, data):
     try:
-      with Image.open(io.BytesIO(data)) as image:
-        image.load()
+      image = Image.open(io.BytesIO(data))
+      image.load()
     except (OSError, SyntaxError, ValueError) as e:
       raise DatasetError(
           f'{self._describe(member)} is not a readable image ({e}). Replace '
           f'the archive with a fresh copy of {URL}.') from e
-    return data
+    return image
 
 
 def find(manual_dir):
