@@ -63,6 +63,9 @@ def get_config():
   # AlexNet's FC weights and Adam moments at every step (10% of it on CPU).
   config.parallelism = 'shard_map'  # shard_map | pmap
   config.half_precision = False  # bf16 compute, float32 params
+  # Convolution and max-pool forms: 'auto' takes tiny_flax/models/cpu_kernels.py
+  # on the CPU backend (faster there) and XLA's ops elsewhere; 'xla' | 'cpu'.
+  config.kernels = 'auto'
   config.seed = 0
   config.checkpoints_to_keep = 3
   # Checkpoints besides every epoch end (0: off for either). Timed ones wait

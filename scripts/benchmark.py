@@ -22,7 +22,6 @@ TensorFlow, and without torch (then only tiny_flax is measured).
 import functools
 import importlib
 import json
-import math
 import os
 import resource
 import statistics
@@ -34,21 +33,26 @@ import time
 if __package__ in (None, ''):  # run as `python scripts/NAME.py`
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from tiny_flax import launch
+
+if __name__ == '__main__':  # as tiny_flax.main, before the heavy imports
+  launch.restart_with_malloc_tunables()
+
 from absl import app
 from absl import flags
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
+from tiny_flax import backend
 from tiny_flax import device_preprocess
-from tiny_flax import launch
+from tiny_flax import flops
 from tiny_flax import models
 from tiny_flax import parallel
 from tiny_flax import resident_data
 from tiny_flax import steps
 from tiny_flax.data import archive
-from tiny_flax.models import layers
 
 # model -> the module in configs/ holding its seed recipe.
 SEED_CONFIGS = {
@@ -73,6 +77,9 @@ _HALF = flags.DEFINE_bool('half_precision', None,
                           'bf16 compute (default: on accelerators).')
 _PARALLELISM = flags.DEFINE_enum('parallelism', 'shard_map', parallel.KINDS,
                                  'Parallel wrapper of the train step.')
+_KERNELS = flags.DEFINE_enum(
+    'kernels', 'auto', backend.KERNEL_CHOICES, 'The models\' convolution and '
+    'max-pool forms, as config.kernels.')
 _STEP = flags.DEFINE_bool('step', True, 'Measure train/eval steps on a synthetic '
                           'batch (--nostep: only what --resident measures).')
 _TORCH = flags.DEFINE_bool('torch', True, 'Also measure PyTorch if installed.')
@@ -102,72 +109,6 @@ def train_image_shape(recipe):
                         jax.random.key(0)).shape[1:]
 
 
-def _timed(step, sync, num_steps):
-  """Seconds per `step()`: one warm-up, then steps queued back to back."""
-  step()
-  sync()
-  start = time.perf_counter()
-  for _ in range(num_steps):
-    step()
-  sync()
-  return (time.perf_counter() - start) / num_steps
-
-
-def matmul_peak_flops(dtype, num_steps, repeats=3):
-  """FLOP/s of a large square matmul on random data: the denominator of MFU.
-
-  The best of `repeats` measurements: the first can include the kernel
-  handing out the outputs' memory (huge pages are compacted on first use).
-  """
-  n = 2048 if jax.default_backend() == 'cpu' else 8192
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  matmul = jax.jit(lambda x: x @ x)
-
-  def measure():
-    out = []
-    return _timed(lambda: out.append(matmul(a)),
-                  lambda: jax.block_until_ready(out), num_steps)
-  return 2 * n**3 / min(measure() for _ in range(repeats))
-
-
-def matmul_flops(jaxpr):
-  """FLOPs (2 per multiply-add) of the dots and convolutions in `jaxpr`.
-
-  Read off the program rather than from XLA's cost analysis, which GPU
-  backends leave empty or count without cuDNN's convolutions.
-  """
-  flops = 0
-  for eqn in jaxpr.eqns:
-    outputs = math.prod(eqn.outvars[0].aval.shape)
-    if eqn.primitive.name == 'dot_general':
-      (contracting, _), _ = eqn.params['dimension_numbers']
-      lhs = eqn.invars[0].aval.shape
-      flops += 2 * outputs * math.prod(lhs[d] for d in contracting)
-    elif eqn.primitive.name == 'conv_general_dilated':
-      kernel = eqn.invars[1].aval.shape
-      rhs_spec = eqn.params['dimension_numbers'].rhs_spec  # (out, in, *window)
-      flops += 2 * outputs * math.prod(kernel[d] for d in rhs_spec[1:])
-    for param in eqn.params.values():
-      for sub in param if isinstance(param, (tuple, list)) else (param,):
-        if isinstance(sub, jax.extend.core.ClosedJaxpr):
-          sub = sub.jaxpr
-        if isinstance(sub, jax.extend.core.Jaxpr):
-          flops += matmul_flops(sub)
-  return flops
-
-
-def forward_flops(module, variables, image_shape):
-  """Dot and convolution FLOPs of one image's forward pass, as published.
-
-  Traced with lax's ops: the CPU forms skip multiplies (by padding), which
-  would make the count depend on the backend.
-  """
-  apply = functools.partial(module.apply, train=False)
-  with layers.lax_forms():
-    jaxpr = jax.make_jaxpr(apply)(variables, jnp.zeros((1,) + image_shape))
-  return matmul_flops(jaxpr.jaxpr)
-
-
 def peak_memory_gb():
   stats = jax.local_devices()[0].memory_stats() or {}
   if 'peak_bytes_in_use' in stats:
@@ -178,13 +119,14 @@ def peak_memory_gb():
 def _compiled_train_step(body, state, batch, *replicated):
   """(executable, compile seconds) of `body` for these inputs."""
   start = time.perf_counter()
-  executable = body.compile(state, batch, *replicated)
+  executable = body.lower(state, batch, *replicated).compile()
   return executable, time.perf_counter() - start
 
 
 def _initial_state(config, name, image_shape, half):
   module = models.create(name, archive.NUM_CLASSES, axis_name=steps.AXIS,
-                         dtype=jnp.bfloat16 if half else jnp.float32)
+                         dtype=jnp.bfloat16 if half else jnp.float32,
+                         kernels=backend.kernels(_KERNELS.value))
   return module, steps.create_train_state(config, module, image_shape,
                                           config.learning_rate)
 
@@ -202,8 +144,9 @@ def measure_tiny_flax(config, name, batch_size, image_shape, half, num_steps,
   can alternate it with PyTorch's.
   """
   module, state = _initial_state(config, name, image_shape, half)
-  flops = forward_flops(module, {'params': state.params,
-                                 'batch_stats': state.batch_stats}, image_shape)
+  forward_flops = flops.forward_flops(
+      module, {'params': state.params, 'batch_stats': state.batch_stats},
+      image_shape)
   state = par.replicate(state)
   rng = np.random.default_rng(0)
   batch = par.shard_batch({
@@ -224,13 +167,13 @@ def measure_tiny_flax(config, name, batch_size, image_shape, half, num_steps,
   sync()
   eval_step = par.compile(steps.eval_step)
   outputs = []
-  eval_s = _timed(lambda: outputs.append(eval_step(holder[0], batch)),
+  eval_s = flops.timed(lambda: outputs.append(eval_step(holder[0], batch)),
                   lambda: jax.block_until_ready(outputs), num_steps)
   # Before torch shares the process (on CPU this is the process's RSS).
   memory_gb = peak_memory_gb()
   return ({'eval_img_s': batch_size / eval_s, 'compile_s': compile_s,
-           'gflops_per_img': flops / 1e9, 'peak_memory_gb': memory_gb},
-          lambda: _timed(step, sync, num_steps))
+           'gflops_per_img': forward_flops / 1e9, 'peak_memory_gb': memory_gb},
+          lambda: flops.timed(step, sync, num_steps))
 
 
 def measure_resident(config, name, batch_size, half, num_steps, par,
@@ -277,8 +220,8 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
       collected.clear()
 
   sync = lambda: jax.block_until_ready(holder)
-  device_s = _timed(device_step, sync, num_steps)
-  trainer_s = _timed(trainer_step, sync, num_steps)
+  device_s = flops.timed(device_step, sync, num_steps)
+  trainer_s = flops.timed(trainer_step, sync, num_steps)
   return {'resident_img_s': batch_size / trainer_s,
           'resident_device_img_s': batch_size / device_s,
           'device_idle_share': max(0.0, 1 - device_s / trainer_s),
@@ -287,53 +230,13 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
           'peak_memory_gb': peak_memory_gb()}
 
 
-def torch_train_step_timer(config, name, batch_size, size, half, num_steps,
-                           compiled):
-  """Seconds per train step of torchvision's model at each call, as above.
-
-  On CUDA with channels_last and AMP.
-  """
-  import torch  # pylint: disable=g-import-not-at-top
-  import torchvision  # pylint: disable=g-import-not-at-top
-  device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  torch.backends.cudnn.benchmark = True
-  model = getattr(torchvision.models, name)(
-      num_classes=archive.NUM_CLASSES).to(device)
-  images = torch.randn(batch_size, 3, size, size, device=device)
-  if device == 'cuda':  # the fast PyTorch setting the goals compare against
-    model = model.to(memory_format=torch.channels_last)
-    images = images.to(memory_format=torch.channels_last)
-  labels = torch.randint(0, 200, (batch_size,), device=device)
-  opt = (torch.optim.SGD(model.parameters(), lr=config.learning_rate,
-                         momentum=config.momentum)
-         if config.optimizer == 'sgd' else
-         torch.optim.Adam(model.parameters(), lr=config.learning_rate))
-  loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-  forward = torch.compile(model) if compiled else model
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=half)
-
-  def step():
-    opt.zero_grad(set_to_none=True)
-    with autocast:
-      loss = loss_fn(forward(images), labels)
-    loss.backward()
-    opt.step()
-
-  def sync():
-    if device == 'cuda':
-      torch.cuda.synchronize()
-  model.train()
-  step()  # torch.compile builds here, outside the timed warm-up
-  return lambda: _timed(step, sync, num_steps)
-
-
-def _torch_available():
+def _torch_timing():
+  """scripts/torch_timing.py, or None without torch."""
   try:
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
-    import torchvision  # pylint: disable=g-import-not-at-top,unused-import
-    return True
+    from scripts import torch_timing  # pylint: disable=g-import-not-at-top
   except ImportError:
-    return False
+    return None
+  return torch_timing
 
 
 def print_table(results):
@@ -370,10 +273,10 @@ def _alternate(timers, rounds, batch_size):
 def _train_rates(rates, gflops_per_img, peak):
   """Medians over the rounds; the ratio is the median of each round's."""
   ours = statistics.median(rates[0])
-  train_flop_s = 3 * gflops_per_img * 1e9 * ours
+  mfu = flops.utilisation(gflops_per_img * 1e9, ours, peak)
   result = {'tiny_flax_img_s': ours,
-            'train_tflop_s': train_flop_s / 1e12,
-            'mfu': train_flop_s / peak,
+            'train_tflop_s': mfu * peak / 1e12,
+            'mfu': mfu,
             'matmul_peak_tflop_s': peak / 1e12}
   if len(rates) > 1:
     per_round = [a / b for a, b in zip(*rates)]
@@ -415,15 +318,15 @@ def main(argv):
   del argv
   if len(_MODELS.value) > 1:
     return _measure_each_model_in_a_new_process(_MODELS.value)
-  on_cpu = jax.default_backend() == 'cpu'
+  on_cpu = backend.on_cpu()
   batch_size = _BATCH_SIZE.value or (64 if on_cpu else 256)
   half = (not on_cpu) if _HALF.value is None else _HALF.value
   num_steps = 2 if _QUICK.value else _STEPS.value
   rounds = 1 if _QUICK.value else _ROUNDS.value
-  use_torch = _TORCH.value and _torch_available()
+  torch_timing = _torch_timing() if _TORCH.value else None
   par = parallel.Parallel(_PARALLELISM.value)
   par.check_batch_size(batch_size)
-  peak = matmul_peak_flops(jnp.bfloat16 if half else jnp.float32,
+  peak = flops.matmul_peak(jnp.bfloat16 if half else jnp.float32,
                            2 if _QUICK.value else 10)
   print(f'{jax.devices()}, jax {jax.__version__}, batch {batch_size}, '
         f'{"bf16" if half else "float32"}, matmul peak {peak / 1e12:.2f} TFLOP/s',
@@ -445,10 +348,10 @@ def main(argv):
       result, time_ours = measure_tiny_flax(config, name, batch_size,
                                             image_shape, half, num_steps, par)
       timers = [time_ours]
-      if use_torch:
-        timers.append(torch_train_step_timer(
-            config, name, batch_size, image_shape[0], half, num_steps,
-            compiled=False))
+      if torch_timing:
+        timers.append(torch_timing.train_step_timer(
+            config, name, archive.NUM_CLASSES, batch_size, image_shape[0],
+            half, num_steps, compiled=False))
       result.update(_train_rates(_alternate(timers, rounds, batch_size),
                                  result['gflops_per_img'], peak))
       record(name, result)
@@ -457,10 +360,10 @@ def main(argv):
           1024 if _QUICK.value else archive.NUM_TRAIN)
       record(name, measure_resident(config, name, batch_size, half, num_steps,
                                     par, examples))
-    if _STEP.value and use_torch and _TORCH_COMPILE.value:
-      compiled_img_s = batch_size / torch_train_step_timer(
-          config, name, batch_size, image_shape[0], half, num_steps,
-          compiled=True)()
+    if _STEP.value and torch_timing and _TORCH_COMPILE.value:
+      compiled_img_s = batch_size / torch_timing.train_step_timer(
+          config, name, archive.NUM_CLASSES, batch_size, image_shape[0], half,
+          num_steps, compiled=True)()
       record(name, {'torch_compile_img_s': compiled_img_s,
                     'compile_ratio':
                         results[name]['tiny_flax_img_s'] / compiled_img_s})
@@ -468,5 +371,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  launch.restart_with_malloc_tunables()
   app.run(main)

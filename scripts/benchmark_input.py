@@ -113,7 +113,7 @@ def main(argv):
       torch_results = torch_rates(os.path.join(tmp, 'tiny-imagenet-200', 'train'))
     ours = tiny_flax_rates(config)
   results = {}
-  print(f'\n| recipe | tiny_flax img/s | torch img/s | ratio |\n|---|---|---|---|')
+  print('\n| recipe | tiny_flax img/s | torch img/s | ratio |\n|---|---|---|---|')
   for name in RECIPES:
     results[name] = {'tiny_flax_img_s': ours[name]}
     torch_rate = torch_results.get(name)

@@ -12,6 +12,7 @@ import pytest
 
 import conftest
 from tiny_flax import errors
+from tiny_flax import backend
 from tiny_flax import models
 from tiny_flax import parallel
 from tiny_flax import steps
@@ -124,22 +125,22 @@ def test_image_grid_tiles_and_rescales():
 
 
 def test_cpu_compiler_options_are_known_to_this_jaxlib():
+  if jax.default_backend() == 'cpu':
+    assert backend.compiler_options() == backend.CPU_COMPILER_OPTIONS
   lowered = jax.jit(lambda x: x + 1).lower(np.ones(3))
-  compiled = lowered.compile(compiler_options=parallel.CPU_COMPILER_OPTIONS)
+  compiled = lowered.compile(compiler_options=backend.CPU_COMPILER_OPTIONS)
   np.testing.assert_array_equal(compiled(np.ones(3)), 2)
 
 
 def test_compile_falls_back_when_jaxlib_lacks_an_option(monkeypatch):
-  monkeypatch.setattr(parallel, 'CPU_COMPILER_OPTIONS',
+  monkeypatch.setattr(backend, 'CPU_COMPILER_OPTIONS',
                       {'xla_cpu_no_such_option': 'x'})
-  lowered = jax.jit(lambda x: x + 1).lower(np.ones(3))
-  np.testing.assert_array_equal(parallel.compile_lowered(lowered)(np.ones(3)), 2)
-
-
-def test_compiled_on_first_call_takes_python_scalars():
-  scaled = parallel.CompiledOnFirstCall(jax.jit(lambda x, factor: x * factor))
-  np.testing.assert_array_equal(scaled(np.ones(2), 3), [3, 3])
-  np.testing.assert_array_equal(scaled(np.ones(3), 2.5), [2.5, 2.5, 2.5])
+  monkeypatch.setattr(backend, 'on_cpu', lambda: True)
+  backend.compiler_options.cache_clear()
+  try:
+    assert backend.compiler_options() is None
+  finally:
+    backend.compiler_options.cache_clear()
 
 
 @pytest.mark.parametrize('kind', parallel.KINDS)

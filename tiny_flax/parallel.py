@@ -9,63 +9,17 @@ JAX recommends since pmap moved onto jit + shard_map in 0.8.
 import collections
 import functools
 
-from absl import logging
 import flax.jax_utils
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from tiny_flax import backend
 from tiny_flax import errors
 from tiny_flax import steps
 
 KINDS = ('pmap', 'shard_map')
-
-
-# jaxlib 0.10's XLA:CPU hands convolutions to YNNPACK by default; its own
-# (Eigen) convolutions, with YNNPACK kept for dots and reductions, train
-# AlexNet ~35% and ResNet18 ~20% faster (docs/performance.md).
-CPU_COMPILER_OPTIONS = {
-    'xla_cpu_experimental_ynn_fusion_type':
-        'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
-
-
-def compile_lowered(lowered):
-  """`lowered.compile()`, with CPU_COMPILER_OPTIONS on the CPU backend."""
-  if jax.default_backend() != 'cpu':
-    return lowered.compile()
-  try:
-    return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
-  except jax.errors.JaxRuntimeError as error:
-    if not any(option in str(error) for option in CPU_COMPILER_OPTIONS):
-      raise
-    logging.warning('This jaxlib lacks %s; compiling with its defaults.',
-                    ', '.join(CPU_COMPILER_OPTIONS))
-    return lowered.compile()
-
-
-class CompiledOnFirstCall:
-  """Calls the ahead-of-time compiled executable, one per input signature.
-
-  On jax 0.10 a pmap'd step called directly ran ResNet18's CPU train step at
-  half the speed of its own compiled executable (docs/performance.md); the
-  ahead-of-time path is also where CPU_COMPILER_OPTIONS apply.
-  """
-
-  def __init__(self, wrapped):
-    self._wrapped = wrapped
-    self._executables = {}
-
-  def compile(self, *args):
-    return compile_lowered(self._wrapped.lower(*args))
-
-  def __call__(self, *args):
-    leaves, treedef = jax.tree.flatten(args)
-    signature = (treedef, tuple(
-        (np.shape(x), getattr(x, 'dtype', type(x))) for x in leaves))
-    if signature not in self._executables:
-      self._executables[signature] = self.compile(*args)
-    return self._executables[signature](*args)
 
 
 class Parallel:
@@ -141,16 +95,16 @@ class Parallel:
     """
     donate = (0,) if donate_state else ()
     if self.kind == 'pmap':
-      return CompiledOnFirstCall(jax.pmap(
-          body, axis_name=steps.AXIS, donate_argnums=donate,
-          devices=self.devices))
+      return jax.pmap(body, axis_name=steps.AXIS, donate_argnums=donate,
+                      devices=self.devices)
     # The bodies replicate their outputs with pmean/psum/all_gather, but clu's
     # all_gather-based metrics are not typed as invariant: skip that check.
     mapped = jax.shard_map(
         body, mesh=self.mesh,
         in_specs=(P(), P(steps.AXIS)) + (P(),) * replicated_inputs,
         out_specs=P(), check_vma=False)
-    return CompiledOnFirstCall(jax.jit(mapped, donate_argnums=donate))
+    return jax.jit(mapped, donate_argnums=donate,
+                   compiler_options=backend.compiler_options())
 
   def prefetch(self, batches, size=2):
     """Keeps `size` batches on the devices ahead of the step that needs them."""

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from tiny_flax import backend
 from tiny_flax import checkpointing
 from tiny_flax import errors
 from tiny_flax import models
@@ -107,7 +108,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Mistakes in the config fail here, before minutes of data preparation.
   model = models.create(
       config.model, pipeline.NUM_CLASSES, axis_name=steps.AXIS,
-      dtype=jnp.bfloat16 if config.half_precision else jnp.float32)
+      dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
+      kernels=backend.kernels(config.kernels))
   image_shape = pipeline.image_shape(config)
   optim.check(config)
 

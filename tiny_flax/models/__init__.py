@@ -26,7 +26,11 @@ def names():
 
 
 def create(name, num_classes, **kwargs):
-  """Returns the module `name`; kwargs: `dtype` (compute), `axis_name` (BN)."""
+  """Returns the module `name`.
+
+  kwargs: `dtype` (compute), `axis_name` (BatchNorm across devices),
+  `kernels` (layers.Kernels; XLA's ops unless given, see backend.kernels).
+  """
   if name not in _MODELS:
     raise errors.UserError(
         f'Unknown model {name!r}. Known models: {", ".join(names())}.')

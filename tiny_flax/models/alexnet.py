@@ -43,11 +43,12 @@ class AlexNet(nn.Module):
   dropout: float = 0.5
   dtype: Any = jnp.float32
   axis_name: Any = None  # no BatchNorm; accepted like the other families
+  kernels: layers.Kernels = layers.Kernels()
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(layers.conv2d, dtype=self.dtype)
-    pool = functools.partial(layers.max_pool, window=3, stride=2)
+    conv = functools.partial(self.kernels.conv2d, dtype=self.dtype)
+    pool = functools.partial(self.kernels.max_pool, window=3, stride=2)
     if min(x.shape[1:3]) < MIN_INPUT_SIZE:
       raise errors.UserError(
           f'AlexNet needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} '

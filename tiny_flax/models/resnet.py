@@ -16,41 +16,41 @@ from tiny_flax.models import layers
 class BasicBlock(nn.Module):
   planes: int
   stride: int
+  conv: Any
   norm: Any
-  dtype: Any
   expansion = 1
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(layers.conv2d, bias=False, dtype=self.dtype,
-                             kernel_init=layers.conv_kernel_init)
     in_planes = x.shape[-1]
-    out = conv(in_planes, self.planes, 3, self.stride, 1, name='conv1')(x)
+    out = self.conv(in_planes, self.planes, 3, self.stride, 1,
+                    name='conv1')(x)
     out = nn.relu(self.norm(name='bn1')(out))
-    out = conv(self.planes, self.planes, 3, 1, 1, name='conv2')(out)
+    out = self.conv(self.planes, self.planes, 3, 1, 1, name='conv2')(out)
     out = self.norm(name='bn2')(out)
-    return nn.relu(out + _shortcut(x, self.planes, self.stride, conv, self.norm))
+    return nn.relu(out + _shortcut(x, self.planes, self.stride, self.conv,
+                                   self.norm))
 
 
 class Bottleneck(nn.Module):
   planes: int
   stride: int
+  conv: Any
   norm: Any
-  dtype: Any
   expansion = 4
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(layers.conv2d, bias=False, dtype=self.dtype,
-                             kernel_init=layers.conv_kernel_init)
     in_planes, out_planes = x.shape[-1], self.planes * self.expansion
-    out = conv(in_planes, self.planes, 1, name='conv1')(x)
+    out = self.conv(in_planes, self.planes, 1, name='conv1')(x)
     out = nn.relu(self.norm(name='bn1')(out))
-    out = conv(self.planes, self.planes, 3, self.stride, 1, name='conv2')(out)
+    out = self.conv(self.planes, self.planes, 3, self.stride, 1,
+                    name='conv2')(out)
     out = nn.relu(self.norm(name='bn2')(out))
-    out = conv(self.planes, out_planes, 1, name='conv3')(out)
+    out = self.conv(self.planes, out_planes, 1, name='conv3')(out)
     out = self.norm(name='bn3')(out)
-    return nn.relu(out + _shortcut(x, out_planes, self.stride, conv, self.norm))
+    return nn.relu(out + _shortcut(x, out_planes, self.stride, self.conv,
+                                   self.norm))
 
 
 def _shortcut(x, out_planes, stride, conv, norm):
@@ -68,22 +68,23 @@ class ResNet(nn.Module):
   width: int = 64
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None  # BatchNorm statistics across devices
+  kernels: layers.Kernels = layers.Kernels()
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     norm = layers.batch_norm(train, self.axis_name, self.dtype)
+    conv = functools.partial(self.kernels.conv2d, bias=False, dtype=self.dtype,
+                             kernel_init=layers.conv_kernel_init)
     x = x.astype(self.dtype)
-    x = layers.conv2d(x.shape[-1], self.width, 7, 2, 3, bias=False,
-                      dtype=self.dtype, kernel_init=layers.conv_kernel_init,
-                      name='conv1')(x)
+    x = conv(x.shape[-1], self.width, 7, 2, 3, name='conv1')(x)
     x = nn.relu(norm(name='bn1')(x))
-    x = layers.max_pool(x, 3, 2, 1)
+    x = self.kernels.max_pool(x, 3, 2, 1)
     for stage, num_blocks in enumerate(self.stage_sizes):
       for index in range(num_blocks):
         x = self.block(
             planes=self.width * 2**stage,
             stride=2 if stage > 0 and index == 0 else 1,
-            norm=norm, dtype=self.dtype,
+            conv=conv, norm=norm,
             name=f'layer{stage + 1}_{index}')(x)
     x = x.mean(axis=(1, 2))
     logits = layers.linear(x.shape[-1], self.num_classes, dtype=self.dtype,

@@ -1,4 +1,7 @@
-"""The CPU convolution and pooling forms equal XLA's, values and gradients."""
+"""The CPU convolution and pooling forms equal XLA's, values and gradients;
+models use them only when asked."""
+
+import collections
 
 import jax
 from jax import lax
@@ -7,6 +10,10 @@ import numpy as np
 import pytest
 import flax.linen as nn
 
+from tiny_flax import backend
+from tiny_flax import errors
+from tiny_flax import models
+from tiny_flax.models import cpu_kernels
 from tiny_flax.models import layers
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
@@ -19,7 +26,7 @@ def _reference(x, w, stride, padding, groups):
 
 
 def _ours(x, w, stride, padding, groups):
-  return layers.conv_general_dilated(
+  return cpu_kernels.conv_general_dilated(
       x, w, (stride, stride), [(padding, padding)] * 2,
       dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, NHWC),
       feature_group_count=groups)
@@ -61,7 +68,7 @@ def test_tap_matmuls_with_uneven_padding_and_rectangular_maps():
   conv = lambda f: lambda x, w: f(
       x, w, strides, padding,
       dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, NHWC))
-  ours, reference = conv(layers.conv_general_dilated), conv(
+  ours, reference = conv(cpu_kernels.conv_general_dilated), conv(
       lax.conv_general_dilated)
   assert ours(x, w).shape == (2, 2, 3, 6)
   np.testing.assert_allclose(ours(x, w), reference(x, w), rtol=1e-5,
@@ -73,20 +80,6 @@ def test_tap_matmuls_with_uneven_padding_and_rectangular_maps():
                                atol=1e-5)
 
 
-def test_lax_forms_traces_lax_convolutions_on_cpu():
-  x, w = jnp.ones((1, 2, 2, 4)), jnp.ones((3, 3, 4, 4))
-
-  def primitives():  # a new function each time: make_jaxpr caches traces
-    conv = lambda x, w: layers.conv_general_dilated(
-        x, w, (1, 1), ((1, 1), (1, 1)),
-        dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, NHWC))
-    return {e.primitive.name for e in jax.make_jaxpr(conv)(x, w).jaxpr.eqns}
-  assert 'conv_general_dilated' not in primitives()
-  with layers.lax_forms():
-    assert 'conv_general_dilated' in primitives()
-  assert 'conv_general_dilated' not in primitives()
-
-
 @pytest.mark.parametrize('size, window, stride, padding', [
     (32, 3, 2, 1), (55, 3, 2, 0), (7, 3, 2, 0), (8, 2, 2, 0), (9, 3, 1, 1)])
 @pytest.mark.parametrize('ties', [False, True])
@@ -96,8 +89,38 @@ def test_max_pool_matches_reduce_window(size, window, stride, padding, ties):
   x = jnp.asarray(np.maximum(np.round(x), 0) if ties else x, jnp.float32)
   reference = lambda x: nn.max_pool(x, (window, window), (stride, stride),
                                     ((padding, padding),) * 2)
-  ours = lambda x: layers.max_pool(x, window, stride, padding)
+  ours = lambda x: cpu_kernels.max_pool(x, window, stride, padding)
   np.testing.assert_array_equal(ours(x), reference(x))
   np.testing.assert_array_equal(
       jax.grad(lambda x: jnp.sum(ours(x) ** 2))(x),
       jax.grad(lambda x: jnp.sum(reference(x) ** 2))(x))
+
+
+def _primitives(**kwargs):
+  """Primitives of ResNet18's training gradient."""
+  module = models.create('resnet18', 10, **kwargs)
+  images = jnp.zeros((1, 64, 64, 3))
+  variables = jax.eval_shape(module.init, jax.random.key(0), images)
+  jaxpr = jax.make_jaxpr(jax.grad(lambda v: module.apply(
+      v, images, train=True, mutable=['batch_stats'])[0].sum()))(variables)
+  return collections.Counter(str(e.primitive) for e in jaxpr.jaxpr.eqns)
+
+
+def test_models_use_xla_ops_unless_given_the_cpu_forms():
+  """A model built directly is plain Flax on every backend (CPU included)."""
+  plain = _primitives()
+  assert plain['select_and_scatter_add'] == 1  # max pool's gradient
+  with_cpu_forms = _primitives(kernels=cpu_kernels.KERNELS)
+  assert with_cpu_forms['select_and_scatter_add'] == 0
+  # 1x1 and late-stage convolutions become matmuls.
+  assert with_cpu_forms['conv_general_dilated'] < plain['conv_general_dilated']
+
+
+def test_kernels_choice_is_resolved_once_at_the_top():
+  assert backend.kernels('xla') == layers.Kernels()
+  assert backend.kernels('cpu') is cpu_kernels.KERNELS
+  assert backend.kernels('auto') is (
+      cpu_kernels.KERNELS if jax.default_backend() == 'cpu'
+      else layers.Kernels())
+  with pytest.raises(errors.UserError, match='config.kernels must be one of'):
+    backend.kernels('fast')
