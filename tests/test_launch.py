@@ -65,3 +65,33 @@ def test_an_explicit_choice_is_not_restarted():
   assert second >= _PAGES_OF_64_MIB * 0.9  # mapped afresh: faults again
   if launch.transparent_huge_pages_mode() == 'madvise':  # else none or all
     assert first >= _PAGES_OF_64_MIB * 0.9  # the 4 KiB pages it avoids
+
+
+@pytest.mark.parametrize('environ, devices, on_cpu', [
+    ({}, (), True),
+    ({}, ('/dev/nvidiactl',), False),
+    ({}, ('/dev/accel0',), False),
+    ({'COLAB_TPU_ADDR': '10.0.0.2:8470'}, (), False),
+    ({'JAX_PLATFORMS': 'cpu'}, ('/dev/nvidiactl',), True),
+    ({'JAX_PLATFORMS': 'cuda,cpu'}, (), False),
+])
+def test_accelerator_hosts_are_told_apart_without_importing_jax(
+    environ, devices, on_cpu):
+  assert launch.runs_on_cpu(environ, devices.__contains__) == on_cpu
+
+
+@pytest.mark.skipif(not launch.huge_pages_supported(),
+                    reason='no glibc >= 2.35 or no transparent huge pages here')
+def test_main_restarts_before_importing_jax_or_tensorflow():
+  """-X importtime reports each process's imports: JAX and TensorFlow load
+  once (in the restarted process), the launcher in both."""
+  result = conftest.run_python(
+      ['-X', 'importtime', '-m', 'tiny_flax.main', '--config=configs/smoke.py',
+       '--print_config'], env={'GLIBC_TUNABLES': ''})
+  assert result.returncode == 0, result.stderr[-3000:]
+  imported = [line.rsplit('|', 1)[-1].strip()
+              for line in result.stderr.splitlines()
+              if line.startswith('import time:')]
+  assert imported.count('tiny_flax.launch') == 2
+  assert imported.count('jax') == 1
+  assert imported.count('tensorflow') == 1

@@ -12,8 +12,10 @@ glibc tunables that keep such memory: large blocks come from malloc's heaps
 grow in large steps (`top_pad`), on transparent huge pages (`hugetlb=1`).
 ResNet18's step is ~7% faster than with huge pages alone, ShuffleNet's ~6%,
 at the cost of 0.1-0.45 GB more peak memory (freed memory is kept, not
-returned). Tunables are read when a process starts, so the entry points
-re-execute themselves once with them set.
+returned). Tunables are read when a process starts, so the CPU entry points
+re-execute themselves once with them set, before importing JAX or
+TensorFlow. Hosts with an accelerator keep their first process: the buffers
+live in device memory there, and a restart would only cost start-up time.
 """
 
 import os
@@ -27,6 +29,11 @@ MALLOC_TUNABLES = (
     ('glibc.malloc.top_pad', str(128 << 20)),
 )
 _TRANSPARENT_HUGE_PAGES = '/sys/kernel/mm/transparent_hugepage/enabled'
+# Device files of NVIDIA and AMD GPUs and of TPUs (v4 and earlier: accel,
+# later ones: vfio), and variables set on TPU hosts (Cloud and Colab).
+_ACCELERATOR_DEVICES = ('/dev/nvidiactl', '/dev/kfd', '/dev/accel0',
+                        '/dev/vfio/0')
+_TPU_VARIABLES = ('TPU_ACCELERATOR_TYPE', 'TPU_NAME', 'COLAB_TPU_ADDR')
 _FIRST_GLIBC_WITH_TUNABLE = (2, 35)
 
 
@@ -61,17 +68,31 @@ def huge_pages_supported():
   return transparent_huge_pages_mode() in ('always', 'madvise')
 
 
+def runs_on_cpu(environ, path_exists=os.path.exists):
+  """Whether JAX will compute on the CPU, told without importing it.
+
+  JAX_PLATFORMS decides when set (its first entry); otherwise JAX takes an
+  accelerator when the host has one.
+  """
+  platforms = environ.get('JAX_PLATFORMS', '')
+  if platforms:
+    return platforms.split(',')[0].strip() == 'cpu'
+  return not (any(map(path_exists, _ACCELERATOR_DEVICES))
+              or any(name in environ for name in _TPU_VARIABLES))
+
+
 def restart_with_malloc_tunables():
   """Re-executes this command with MALLOC_TUNABLES, unless already set.
 
-  Call it before any work: the process is replaced, with the same
-  interpreter, arguments and environment plus the tunables. Does nothing
-  where glibc or the kernel lack huge pages, or where GLIBC_TUNABLES already
-  sets one of MALLOC_TUNABLES (`GLIBC_TUNABLES=glibc.malloc.hugetlb=0` opts
-  out).
+  Call it first, before the heavy imports: the process is replaced, with
+  the same interpreter, arguments and environment plus the tunables. Does
+  nothing where JAX will use an accelerator (`runs_on_cpu`), where glibc or
+  the kernel lack huge pages, or where GLIBC_TUNABLES already sets one of
+  MALLOC_TUNABLES (`GLIBC_TUNABLES=glibc.malloc.hugetlb=0` opts out).
   """
   tunables = tunables_with_malloc_settings(os.environ.get('GLIBC_TUNABLES', ''))
-  if tunables is None or not huge_pages_supported():
+  if (tunables is None or not runs_on_cpu(os.environ)
+      or not huge_pages_supported()):
     return
   sys.stdout.flush()
   sys.stderr.flush()

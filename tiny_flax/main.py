@@ -6,10 +6,16 @@ Values of the config can be overridden (`--config.num_epochs=2`); running the
 same command again resumes from the latest checkpoint in the workdir. Without
 `--workdir` a run goes to runs/CONFIG (runs/CONFIG_VARIANT for
 `--config=configs/CONFIG.py:VARIANT`). `--print_config` prints the resolved
-config and exits. On
-Linux the command first restarts itself once with malloc tunables that keep
-XLA:CPU's large buffers mapped between steps (tiny_flax/launch.py).
+config and exits. Training on a Linux CPU, the command first restarts itself
+once with malloc tunables that keep XLA:CPU's large buffers mapped between
+steps (tiny_flax/launch.py), before it imports anything heavy.
 """
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from tiny_flax import launch
+
+if __name__ == '__main__':
+  launch.restart_with_malloc_tunables()
 
 import logging as py_logging
 import os
@@ -22,7 +28,6 @@ import jax
 from ml_collections import config_flags
 
 from tiny_flax import errors
-from tiny_flax import launch
 from tiny_flax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -104,5 +109,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  launch.restart_with_malloc_tunables()
   app.run(main)
