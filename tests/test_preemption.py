@@ -118,3 +118,22 @@ def test_a_diverging_run_stops_before_checkpointing_it(fake_config, fake_builder
   assert message and 'Training diverged by step' in message[0]
   assert 'learning_rate' in message[0]
   assert not os.path.isdir(workdir / 'checkpoints') or not _steps_saved(workdir)
+
+
+class _Output:
+  """A step output that records when the host waits for it."""
+
+  def __init__(self, step, waited):
+    self.step, self._waited = step, waited
+
+  def block_until_ready(self):
+    self._waited.append(self.step)
+    return self
+
+
+def test_the_host_waits_once_it_is_three_steps_ahead():
+  waited = []
+  steps_ahead = preemption.StepsAhead(limit=3)
+  for step in range(1, 7):
+    steps_ahead.dispatched({'loss': _Output(step, waited)})
+    assert waited == list(range(1, step - 2)), step

@@ -187,11 +187,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     check_finite(step, {'train_loss': summary['train_loss']})
 
   train_metrics = []
+  steps_ahead = preemption.StepsAhead()
   try:
     for step in range(start_step + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, step_metrics = p_train_step(state, next(train_batches))
       train_metrics.append(step_metrics)
+      steps_ahead.dispatched(step_metrics)
       report_progress(step)
       bars.update(step)
       epoch_end = step % steps_per_epoch == 0 or step == num_steps
