@@ -92,6 +92,9 @@ class Parallel:
     """Wraps `body(state, batch, *replicated) -> outputs` (outputs replicated).
 
     `replicated` inputs (placed with `replicate`) are the same on every device.
+    pmap takes no compiler options, so on CPU its step lacks
+    backend.CPU_COMPILER_OPTIONS and runs 20-30% slower than the default
+    shard_map form (ResNet18 539 against 409 ms, AlexNet 446 against 336).
     """
     donate = (0,) if donate_state else ()
     if self.kind == 'pmap':

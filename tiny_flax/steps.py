@@ -73,7 +73,9 @@ def train_step(state, batch, *, dropout_key, label_smoothing=0.0):
 
   (_, (logits, losses, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  if jax.lax.axis_size(AXIS) > 1:  # on one device, XLA:CPU would copy them
+  # Over one device the mean is the identity, but XLA:CPU copies every
+  # gradient for it: AlexNet's step 336 -> 470 ms (docs/performance.md).
+  if jax.lax.axis_size(AXIS) > 1:
     grads = jax.lax.pmean(grads, AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   step_metrics = TrainMetrics.gather_from_model_output(
