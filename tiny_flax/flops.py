@@ -14,6 +14,7 @@ import jax
 import jax.extend
 import jax.numpy as jnp
 
+from tiny_flax import backend
 from tiny_flax.models import layers
 
 
@@ -34,7 +35,7 @@ def matmul_peak(dtype, num_steps, repeats=3):
   The best of `repeats` measurements: the first can include the kernel
   handing out the outputs' memory (huge pages are compacted on first use).
   """
-  n = 2048 if jax.default_backend() == 'cpu' else 8192
+  n = 2048 if backend.on_cpu() else 8192
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   matmul = jax.jit(lambda x: x @ x)
 

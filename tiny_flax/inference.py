@@ -3,11 +3,9 @@
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from tiny_flax import backend
 from tiny_flax import checkpointing
-from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import steps
 from tiny_flax.data import pipeline
@@ -15,10 +13,7 @@ from tiny_flax.data import pipeline
 
 def restore(config, workdir, which='best'):
   """(state, step) of checkpoint `which` (best, latest or a step number)."""
-  model = models.create(
-      config.model, pipeline.NUM_CLASSES,
-      dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
-      kernels=backend.kernels(config.get('kernels', 'auto')))
+  model = steps.create_model(config, pipeline.NUM_CLASSES)
   template = steps.create_train_state(
       config, model, pipeline.image_shape(config),
       optim.learning_rate_schedule(config, 1))

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tiny_flax import backend
+from tiny_flax import models
 from tiny_flax import optim
 
 AXIS = 'batch'
@@ -22,6 +24,17 @@ AXIS = 'batch'
 
 class TrainState(train_state.TrainState):
   batch_stats: Any
+
+
+def create_model(config, num_classes, axis_name=None):
+  """The config's model: its compute dtype, and the kernels of `config.kernels`.
+
+  Run records older than `config.kernels` get 'auto'.
+  """
+  return models.create(
+      config.model, num_classes, axis_name=axis_name,
+      dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
+      kernels=backend.kernels(config.get('kernels', 'auto')))
 
 
 def create_train_state(config, model, image_shape, learning_rate_fn):

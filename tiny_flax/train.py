@@ -14,11 +14,9 @@ from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tiny_flax import backend
 from tiny_flax import checkpointing
 from tiny_flax import errors
 from tiny_flax import models
@@ -106,10 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   par = parallel.Parallel(config.parallelism)
   par.check_batch_size(config.batch_size)
   # Mistakes in the config fail here, before minutes of data preparation.
-  model = models.create(
-      config.model, pipeline.NUM_CLASSES, axis_name=steps.AXIS,
-      dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
-      kernels=backend.kernels(config.kernels))
+  model = steps.create_model(config, pipeline.NUM_CLASSES, steps.AXIS)
   image_shape = pipeline.image_shape(config)
   optim.check(config)
 
