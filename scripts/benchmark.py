@@ -21,6 +21,7 @@ TensorFlow, and without torch (then only tiny_flax is measured).
 
 import functools
 import importlib
+import itertools
 import json
 import os
 import resource
@@ -51,6 +52,7 @@ from tiny_flax import flops
 from tiny_flax import models
 from tiny_flax import parallel
 from tiny_flax import resident_data
+from tiny_flax import step_runner
 from tiny_flax import steps
 from tiny_flax.data import archive
 
@@ -116,10 +118,10 @@ def peak_memory_gb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # host RSS
 
 
-def _compiled_train_step(body, state, batch, *replicated):
+def _compiled_train_step(body, state, batch):
   """(executable, compile seconds) of `body` for these inputs."""
   start = time.perf_counter()
-  executable = body.lower(state, batch, *replicated).compile()
+  executable = body.lower(state, batch).compile()
   return executable, time.perf_counter() - start
 
 
@@ -180,52 +182,50 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
                      num_examples):
   """Training as with config.input.on_device: images/s and device idle share.
 
-  The loop is the trainer's: index batches from the host, prefetched, the step
-  gathering and augmenting its images, metrics merged on device every
-  config.log_every_steps. The idle share compares it with the same
-  executable re-run on one index batch already on the device, which no host
-  work beyond launching the step can slow down.
+  Both the input and the loop are the trainer's (resident_data.place,
+  step_runner.StepRunner): index batches from the host, prefetched, the step
+  gathering and augmenting its images, metrics merged on the device every
+  config.log_every_steps. The idle share compares it with the same step
+  re-run on one index batch already on the device, which no host work beyond
+  launching the step can slow down.
   """
   if num_examples < batch_size:
     raise app.UsageError(f'--resident_examples={num_examples} is less than one '
                          f'batch ({batch_size}).')
   image_shape = train_image_shape(config.input.train)
   _, state = _initial_state(config, name, image_shape, half)
-  state = par.replicate(state)
   rng = np.random.default_rng(0)
-  data = par.replicate({
-      'image': rng.integers(0, 256, (num_examples,) + archive.IMAGE_SHAPE,
-                            dtype=np.uint8),
-      'label': rng.integers(0, archive.NUM_CLASSES,
-                            num_examples).astype(np.int32)})
-  step, _ = resident_data.compile_step(par, _train_step_body(config),
-                                       config.input.train, jax.random.key(1))
-  batches_per_epoch = num_examples // batch_size
-  batches = par.prefetch(resident_data.index_batches(
-      num_examples, batch_size // jax.process_count(), batches_per_epoch,
-      config.seed))
+  arrays = {'image': rng.integers(0, 256, (num_examples,) + archive.IMAGE_SHAPE,
+                                  dtype=np.uint8),
+            'label': rng.integers(0, archive.NUM_CLASSES,
+                                  num_examples).astype(np.int32)}
+  resident = resident_data.place(par, _train_step_body(config), arrays,
+                                 config.input.train, batch_size,
+                                 num_examples // batch_size, config.seed)
+  batches = par.prefetch(resident.batches)
   fixed = next(batches)
-  train_step, compile_s = _compiled_train_step(step, state, fixed, data)
-  holder = [state, None]
-  collected = []
+  start = time.perf_counter()
+  state, _ = jax.block_until_ready(resident.step(par.replicate(state), fixed))
+  first_step_s = time.perf_counter() - start  # compilation included
+  runner = step_runner.StepRunner(par, resident.step, state, batches)
 
   def device_step():
-    holder[0], _ = train_step(holder[0], fixed, data)
+    runner.state, _ = resident.step(runner.state, fixed)
+
+  steps_run = itertools.count(1)
 
   def trainer_step():
-    holder[0], metrics = train_step(holder[0], next(batches), data)
-    collected.append(metrics)
-    if len(collected) == config.log_every_steps:
-      holder[1] = par.merge_metrics(collected)
-      collected.clear()
+    runner.step()
+    if next(steps_run) % config.log_every_steps == 0:
+      runner.pop_metrics()
 
-  sync = lambda: jax.block_until_ready(holder)
+  sync = lambda: jax.block_until_ready(runner.state)
   device_s = flops.timed(device_step, sync, num_steps)
   trainer_s = flops.timed(trainer_step, sync, num_steps)
   return {'resident_img_s': batch_size / trainer_s,
           'resident_device_img_s': batch_size / device_s,
           'device_idle_share': max(0.0, 1 - device_s / trainer_s),
-          'resident_compile_s': compile_s,
+          'resident_first_step_s': first_step_s,
           'resident_examples': num_examples,
           'peak_memory_gb': peak_memory_gb()}
 

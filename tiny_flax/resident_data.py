@@ -6,6 +6,8 @@ gathers and augments its images with tiny_flax/device_preprocess.py. An epoch
 needs no decoding and no host-to-device image traffic.
 """
 
+from typing import Callable, Iterator, NamedTuple
+
 import jax
 import numpy as np
 
@@ -26,12 +28,22 @@ def index_batches(num_examples, batch_size, batches_per_epoch, seed,
     step = (epoch + 1) * batches_per_epoch
 
 
-def compile_step(par, train_step, recipe, key):
-  """(step(state, batch, data) compiled by `par`, the recipe's augmentation).
+class ResidentInput(NamedTuple):
+  """The training input of `config.input.on_device`, built by `place`."""
+  step: Callable  # step(state, batch) -> (state, metrics), compiled by par
+  batches: Iterator  # index batches, from the host
+  augment: Callable  # (images, key) -> the recipe's augmented images
+  key: jax.Array  # the augmentation's key, folded with step and device
 
-  The batch holds indices into `data` (the split, placed with
-  `par.replicate`); the step gathers those images and augments them.
+
+def place(par, train_step, arrays, recipe, batch_size, batches_per_epoch,
+          seed, start_step=0):
+  """Puts `arrays` (a decoded split) on the devices and compiles their step.
+
+  The batch holds indices into the split; the step gathers those images and
+  augments them. The trainer and scripts/benchmark.py both train this way.
   """
+  key = jax.random.key(seed + 2)
   augment = device_preprocess.build(recipe)
 
   def body(state, batch, data):
@@ -40,4 +52,11 @@ def compile_step(par, train_step, recipe, key):
     images = augment(data['image'][batch['index']], step_key)
     return train_step(state, {'image': images,
                               'label': data['label'][batch['index']]})
-  return par.compile(body, donate_state=True, replicated_inputs=1), augment
+
+  compiled = par.compile(body, donate_state=True, replicated_inputs=1)
+  data = par.replicate(arrays)
+  batches = index_batches(len(arrays['label']),
+                          batch_size // jax.process_count(), batches_per_epoch,
+                          seed, start_step)
+  return ResidentInput(lambda state, batch: compiled(state, batch, data),
+                       batches, augment, key)

@@ -26,6 +26,7 @@ from tiny_flax import preemption
 from tiny_flax import progress
 from tiny_flax import report
 from tiny_flax import resident_data
+from tiny_flax import step_runner
 from tiny_flax import steps
 from tiny_flax.data import pipeline
 
@@ -55,17 +56,14 @@ def _training_input(config, builder, par, train_step, start_step,
     return (par.compile(train_step, donate_state=True),
             itertools.chain([first], batches), first['image'])
   arrays = pipeline.decoded_train_arrays(builder)
-  key = jax.random.key(config.seed + 2)
-  compiled, augment = resident_data.compile_step(par, train_step,
-                                                 config.input.train, key)
-  data = par.replicate(arrays)
-  batches = resident_data.index_batches(
-      len(arrays['label']), config.batch_size // jax.process_count(),
-      steps_per_epoch, config.seed, start_step)
-  first = next(batches)
-  first_images = jax.jit(augment)(arrays['image'][first['index']], key)
-  return (lambda state, batch: compiled(state, batch, data),
-          itertools.chain([first], batches), np.asarray(first_images))
+  resident = resident_data.place(par, train_step, arrays, config.input.train,
+                                 config.batch_size, steps_per_epoch,
+                                 config.seed, start_step)
+  first = next(resident.batches)
+  first_images = jax.jit(resident.augment)(arrays['image'][first['index']],
+                                           resident.key)
+  return (resident.step, itertools.chain([first], resident.batches),
+          np.asarray(first_images))
 
 
 def image_grid(images, columns=8, rows=4):
@@ -140,8 +138,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'augmented_train_images': image_grid(first_images)[None]})
   p_eval_step = par.compile(steps.eval_step)
   eval_batches = pipeline.EvalBatches(builder, config)
-  state = par.replicate(state)
-  train_batches = par.prefetch(host_batches)
+  runner = step_runner.StepRunner(par, p_train_step, par.replicate(state),
+                                  par.prefetch(host_batches))
+  del state  # the runner's replicated copy is the one that trains
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer)
   bars = progress.EpochBars(steps_per_epoch, num_steps, config.batch_size,
@@ -168,27 +167,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         '(config.schedule.warmup_epochs).')
 
   def save(step, metrics=None):
-    checkpointing.save(checkpoints, step, par.unreplicate(state), metrics)
+    checkpointing.save(checkpoints, step, par.unreplicate(runner.state),
+                       metrics)
     timer.saved()
 
   def log_training(step):
     """Writes the mean of the steps since the last log; ends a log interval."""
-    summary = {f'train_{k}': v for k, v in
-               par.merge_metrics(train_metrics).compute().items()}
+    summary = {f'train_{k}': v for k, v in runner.pop_metrics().items()}
     summary['learning_rate'] = learning_rate_fn(step - 1)
     writer.write_scalars(step, summary)
     bars.show(summary)
-    train_metrics.clear()
     check_finite(step, {'train_loss': summary['train_loss']})
 
-  train_metrics = []
-  steps_ahead = preemption.StepsAhead()
   try:
     for step in range(start_step + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, step_metrics = p_train_step(state, next(train_batches))
-      train_metrics.append(step_metrics)
-      steps_ahead.dispatched(step_metrics)
+        runner.step()
       report_progress(step)
       bars.update(step)
       epoch_end = step % steps_per_epoch == 0 or step == num_steps
@@ -205,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
       if epoch_end:
         with report_progress.timed('eval'):
-          eval_metrics = evaluate(p_eval_step, state, eval_batches, par)
+          eval_metrics = evaluate(p_eval_step, runner.state, eval_batches, par)
         eval_metrics = {f'val_{k}': v for k, v in eval_metrics.items()}
         eval_metrics['epoch'] = step / steps_per_epoch
         writer.write_scalars(step, eval_metrics)
@@ -215,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
       if stop.reached(step) and step < num_steps:
         if checkpoints.latest_step() != step:
-          if train_metrics:
+          if runner.has_metrics:
             log_training(step)
           save(step)
         checkpointing.wait(checkpoints)
