@@ -71,7 +71,13 @@ def test_sigterm_mid_epoch_saves_that_step_and_the_same_command_resumes(
 
 
 def test_signals_are_recorded_with_their_exit_codes():
-  """SIGTERM stops a run with 0 (resumable), Ctrl-C with 130, a second one at once."""
+  """SIGTERM stops a run with 0 (resumable), Ctrl-C with 130, a second one at once.
+
+  The handlers found at the start come back: Python's default for SIGINT, or
+  SIG_IGN where a shell started the process in the background.
+  """
+  handlers_before = {s: signal.getsignal(s)
+                     for s in (signal.SIGINT, signal.SIGTERM)}
   for signum, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
     stop = preemption.StopRequests(checkpoints=None)
     try:
@@ -83,7 +89,7 @@ def test_signals_are_recorded_with_their_exit_codes():
           os.kill(os.getpid(), signum)
     finally:
       stop.restore_handlers()
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {s: signal.getsignal(s) for s in handlers_before} == handlers_before
 
 
 def test_a_live_run_holds_its_workdir(tmp_path):
