@@ -1,8 +1,10 @@
 """Shared fixtures: a small fake archive and its prepared TFDS dataset."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 # torchvision 0.29 segfaults when imported after TensorFlow 2.21: load it first.
 try:
@@ -14,8 +16,30 @@ except ImportError:
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 TRAIN_PER_CLASS = 4
 VAL_PER_CLASS = 2
+
+
+def pytest_configure(config):
+  """One JAX compilation cache for the run, its workers and subprocesses.
+
+  Compiling the same small steps again, in every test and fresh process, is
+  most of the suite's time on CPU. The cache lives only as long as the run,
+  so every run still compiles each step once; set JAX_COMPILATION_CACHE_DIR
+  (empty turns it off) to choose otherwise.
+  """
+  if _CACHE_ENV in os.environ:  # chosen by the user, or inherited by a worker
+    return
+  config.tiny_flax_jax_cache = tempfile.mkdtemp(prefix='tiny_flax_jax_cache_')
+  os.environ[_CACHE_ENV] = config.tiny_flax_jax_cache
+
+
+def pytest_unconfigure(config):
+  cache_dir = getattr(config, 'tiny_flax_jax_cache', None)
+  if cache_dir:
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    del os.environ[_CACHE_ENV]
 
 
 @pytest.fixture(scope='session')
