@@ -1,17 +1,21 @@
-"""The PyTorch reference trainer: the same recipe as tiny_flax, or a refusal by name."""
+"""The PyTorch reference trainer (the same recipe as tiny_flax, or a refusal by
+name) and the BatchNorm-statistics check that compares its runs."""
 
 import json
 import os
 
 import numpy as np
 import pytest
+import torch
+import torchvision
 from torchvision import transforms
 
 import conftest
 from configs import default
 from configs import resnet18
 from configs import shufflenet_v2
-from scripts import train_torch_reference as reference
+from scripts import torch_reference as reference
+from scripts import train_torch_reference
 from tiny_flax import errors
 from tiny_flax import optim
 from tiny_flax import report
@@ -68,7 +72,7 @@ def test_refuses_a_model_torchvision_lacks(fake_manual_dir, tmp_path):
 
 def test_missing_archive_is_a_clear_error(tmp_path):
   with pytest.raises(errors.UserError, match='Tiny ImageNet not found'):
-    reference.train(shufflenet_v2.get_config(), str(tmp_path),
+    train_torch_reference.train(shufflenet_v2.get_config(), str(tmp_path),
                     str(tmp_path / 'out'), workers=0)
 
 
@@ -99,7 +103,7 @@ def test_recipes_map_to_torchvision_transforms():
 def test_optimizer_carries_the_recipe():
   config = default.get_config()
   config.optimizer, config.nesterov, config.weight_decay = 'sgd', True, 5e-4
-  group = reference.optimizer(config, [reference.torch.zeros(1)]).param_groups[0]
+  group = reference.optimizer(config, [torch.zeros(1)]).param_groups[0]
   assert (group['lr'], group['momentum'], group['nesterov'],
           group['weight_decay']) == (1e-3, 0.9, True, 5e-4)
 
@@ -130,3 +134,35 @@ def test_compare_runs_draws_the_overlay(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'largest |B - A| in top-1: 0.00 points' in result.stdout
   assert os.path.getsize(out) > 10_000
+
+
+def test_recomputed_batch_norm_statistics_are_the_training_average():
+  model = torchvision.models.resnet18(num_classes=200)
+  model.bn1.running_mean.fill_(100.)
+  batches = [(torch.rand(8, 3, 64, 64), torch.zeros(8)) for _ in range(2)]
+  reference.recompute_batch_norm(model, batches)
+  with torch.no_grad():
+    expected = model.conv1(torch.cat([x for x, _ in batches])).mean((0, 2, 3))
+  np.testing.assert_allclose(model.bn1.running_mean, expected, rtol=1e-4,
+                             atol=1e-5)
+  assert not model.training
+
+
+def test_recompute_bn_reports_both_statistics_per_weights_file(
+    fake_manual_dir, tmp_path):
+  weights = tmp_path / 'resnet18.pth'
+  torch.save({'model': torchvision.models.resnet18(num_classes=200).state_dict()},
+             weights)
+  result = conftest.run_python(
+      ['-m', 'scripts.recompute_bn', '--config=configs/resnet18.py',
+       f'--manual_dir={fake_manual_dir}', f'--weights={weights}',
+       '--images=64', '--config.batch_size=32'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  row = [l for l in result.stdout.splitlines() if l.startswith(f'| {weights}')]
+  stored, recomputed = [cell.split(' / ') for cell in row[0].split(' | ')[1:3]]
+  # Fresh weights' stored statistics (mean 0, variance 1) fit no real input.
+  assert float(stored[2]) != float(recomputed[2].rstrip(' |'))
+  with pytest.raises(errors.UserError, match='No weights file'):
+    reference.load_model(resnet18.get_config(), str(tmp_path / 'missing.pt'))
+  with pytest.raises(errors.UserError, match='no shufflenet_v2_x1_0 weights'):
+    reference.load_model(shufflenet_v2.get_config(), str(weights))
