@@ -48,7 +48,7 @@ def test_torchvision_loads_it_strictly_and_gives_the_same_logits(name):
                                      variables.get(collection, {})))
   torch_model = getattr(torchvision.models, name)(num_classes=200)
   torch_model.load_state_dict(
-      {k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
+      {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, strict=True)
   torch_model.eval()
   size = SIZES[name]
   images = np.random.default_rng(3).normal(
