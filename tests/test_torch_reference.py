@@ -73,7 +73,7 @@ def test_refuses_a_model_torchvision_lacks(fake_manual_dir, tmp_path):
 def test_missing_archive_is_a_clear_error(tmp_path):
   with pytest.raises(errors.UserError, match='Tiny ImageNet not found'):
     train_torch_reference.train(shufflenet_v2.get_config(), str(tmp_path),
-                    str(tmp_path / 'out'), workers=0)
+                                str(tmp_path / 'out'), workers=0)
 
 
 @pytest.mark.parametrize('config', [
