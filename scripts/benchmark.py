@@ -92,10 +92,16 @@ _RESIDENT = flags.DEFINE_bool(
     'Also measure training from a uint8 split resident on the device, '
     'augmented in the step by the seed recipe (config.input.on_device), fed '
     'index batches by the host, and the share of time the device waits on it.')
+_STEPS_PER_DISPATCH = flags.DEFINE_integer(
+    'steps_per_dispatch', 1, 'Train steps per call in the --resident '
+    'measurement, as config.steps_per_dispatch.')
 _RESIDENT_EXAMPLES = flags.DEFINE_integer(
     'resident_examples', None,
     f'Images in the resident split (default {archive.NUM_TRAIN:,}, '
     'Tiny ImageNet\'s; 1024 with --quick).')
+_PROFILE_DIR = flags.DEFINE_string(
+    'profile_dir', None, 'Also write a jax.profiler trace of one more '
+    'train-step measurement here (open it with xprof or TensorBoard).')
 _JSON = flags.DEFINE_string('json', None,
                             'Write the results here (after each measurement).')
 
@@ -179,15 +185,15 @@ def measure_tiny_flax(config, name, batch_size, image_shape, half, num_steps,
 
 
 def measure_resident(config, name, batch_size, half, num_steps, par,
-                     num_examples):
+                     num_examples, steps_per_dispatch):
   """Training as with config.input.on_device: images/s and device idle share.
 
   Both the input and the loop are the trainer's (resident_data.place,
   step_runner.StepRunner): index batches from the host, prefetched, the step
-  gathering and augmenting its images, metrics merged on the device every
-  config.log_every_steps. The idle share compares it with the same step
-  re-run on one index batch already on the device, which no host work beyond
-  launching the step can slow down.
+  gathering and augmenting its images, `steps_per_dispatch` steps per call,
+  metrics merged on the device every config.log_every_steps. The idle share
+  compares it with the same call re-run on index batches already on the
+  device, which no host work beyond launching the call can slow down.
   """
   if num_examples < batch_size:
     raise app.UsageError(f'--resident_examples={num_examples} is less than one '
@@ -202,31 +208,37 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
   resident = resident_data.place(par, _train_step_body(config), arrays,
                                  config.input.train, batch_size,
                                  num_examples // batch_size, config.seed)
-  batches = par.prefetch(resident.batches)
-  fixed = next(batches)
+  per_call = steps_per_dispatch
+  _, fixed = next(step_runner.grouped(resident.batches, [per_call]))
+  fixed = par.shard_batch(fixed, stacked=per_call > 1)
+  run = resident.step if per_call == 1 else resident.steps
   start = time.perf_counter()
-  state, _ = jax.block_until_ready(resident.step(par.replicate(state), fixed))
-  first_step_s = time.perf_counter() - start  # compilation included
-  runner = step_runner.StepRunner(par, resident.step, state, batches)
+  state, _ = jax.block_until_ready(run(par.replicate(state), fixed))
+  first_call_s = time.perf_counter() - start  # compilation included
+  runner = step_runner.StepRunner(par, resident.step, state, resident.batches,
+                                  itertools.repeat(per_call), resident.steps)
 
-  def device_step():
-    runner.state, _ = resident.step(runner.state, fixed)
+  def device_call():
+    runner.state, _ = run(runner.state, fixed)
 
-  steps_run = itertools.count(1)
+  since_log = [0]
 
-  def trainer_step():
-    runner.step()
-    if next(steps_run) % config.log_every_steps == 0:
+  def trainer_call():
+    since_log[0] += runner.step()
+    if since_log[0] >= config.log_every_steps:
       runner.pop_metrics()
+      since_log[0] = 0
 
   sync = lambda: jax.block_until_ready(runner.state)
-  device_s = flops.timed(device_step, sync, num_steps)
-  trainer_s = flops.timed(trainer_step, sync, num_steps)
+  device_s = flops.timed(device_call, sync, num_steps) / per_call
+  trainer_s = flops.timed(trainer_call, sync, num_steps) / per_call
   return {'resident_img_s': batch_size / trainer_s,
           'resident_device_img_s': batch_size / device_s,
           'device_idle_share': max(0.0, 1 - device_s / trainer_s),
-          'resident_first_step_s': first_step_s,
+          'resident_first_call_s': first_call_s,
           'resident_examples': num_examples,
+          'resident_batch_size': batch_size,
+          'steps_per_dispatch': per_call,
           'peak_memory_gb': peak_memory_gb()}
 
 
@@ -355,11 +367,14 @@ def main(argv):
       result.update(_train_rates(_alternate(timers, rounds, batch_size),
                                  result['gflops_per_img'], peak))
       record(name, result)
+      if _PROFILE_DIR.value:
+        with jax.profiler.trace(os.path.join(_PROFILE_DIR.value, name)):
+          time_ours()
     if _RESIDENT.value:
       examples = _RESIDENT_EXAMPLES.value or (
           1024 if _QUICK.value else archive.NUM_TRAIN)
       record(name, measure_resident(config, name, batch_size, half, num_steps,
-                                    par, examples))
+                                    par, examples, _STEPS_PER_DISPATCH.value))
     if _STEP.value and torch_timing and _TORCH_COMPILE.value:
       compiled_img_s = batch_size / torch_timing.train_step_timer(
           config, name, archive.NUM_CLASSES, batch_size, image_shape[0], half,

@@ -6,9 +6,10 @@
 # Per seed model, in its own process (so that peak memory is the model's):
 # tiny_flax bf16 against PyTorch AMP + channels_last, eager and torch.compile,
 # and training from the split resident on the device with the device's idle
-# share; then ResNet50 at 224x224 for MFU. Each process has a time limit and
-# writes its JSON after every measurement, so a slow torch.compile costs only
-# its own column. Needs no TensorFlow.
+# share; then ResNet50 at 224x224 for MFU; then ResNet18's seed batch (128)
+# from the resident split at each of DISPATCH_STEPS steps per dispatch. Each
+# process has a time limit and writes its JSON after every measurement, so a
+# slow torch.compile costs only its own column. Needs no TensorFlow.
 set -u
 out=${1:?usage: bash scripts/benchmark_gpu.sh OUT_DIR}
 mkdir -p "$out"
@@ -17,7 +18,8 @@ export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}
 python=${PYTHON:-python3}
 limit=${MODEL_TIME_LIMIT_S:-180}
-# MODELS='resnet50 alexnet' RESNET50_224=0 runs a subset (device leases are short);
+# MODELS='resnet50 alexnet' RESNET50_224=0 DISPATCH_STEPS= runs a subset (device
+# leases are short);
 # BENCHMARK_FLAGS='--quick --batch_size=8' checks this script on a CPU.
 
 {
@@ -42,3 +44,8 @@ if [ "${RESNET50_224:-1}" = 1 ]; then
   timeout "$limit" "$python" -m scripts.benchmark --models=resnet50 --image_size=224 \
     --steps=30 --json="$out/resnet50_224.json" ${BENCHMARK_FLAGS:-} 2>&1 | tee -a "$out/log.txt"
 fi
+for k in ${DISPATCH_STEPS-1 16}; do
+  timeout "$limit" "$python" -m scripts.benchmark --models=resnet18 --batch_size=128 \
+    --nostep --resident --notorch --steps_per_dispatch="$k" --steps=50 \
+    --json="$out/resnet18_b128_dispatch$k.json" ${BENCHMARK_FLAGS:-} 2>&1 | tee -a "$out/log.txt"
+done

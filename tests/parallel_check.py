@@ -1,7 +1,8 @@
 """Run in a subprocess with 8 host devices: two train steps under every wrapper.
 
 Prints the largest difference of the updated params, BatchNorm statistics and
-metrics between pmap, shard_map and a single device, as JSON.
+metrics between pmap, shard_map and a single device, one step per call or
+both in one (steps.in_sequence), as JSON.
 """
 
 import functools
@@ -13,22 +14,23 @@ import numpy as np
 
 from tiny_flax import models
 from tiny_flax import parallel
+from tiny_flax import step_runner
 from tiny_flax import steps
 
 
-def run(kind, devices, state, batches):
+def run(kind, devices, state, batches, steps_per_dispatch=1):
   """Params, BatchNorm statistics and merged metrics after one step per batch."""
   par = parallel.Parallel(kind, devices)
-  step = par.compile(functools.partial(
-      steps.train_step, dropout_key=jax.random.key(1)), donate_state=True)
-  state = par.replicate(state)
-  collected = []
-  for batch in batches:
-    state, metrics = step(state, par.shard_batch(batch))
-    collected.append(metrics)
-  state = par.unreplicate(state)
+  body = functools.partial(steps.train_step, dropout_key=jax.random.key(1))
+  calls = len(batches) // steps_per_dispatch
+  runner = step_runner.StepRunner(
+      par, par.compile(body, donate_state=True), par.replicate(state),
+      iter(batches), [steps_per_dispatch] * calls,
+      par.compile(steps.in_sequence(body), donate_state=True, stacked=True))
+  assert sum(runner.step() for _ in range(calls)) == len(batches)
+  state = par.unreplicate(runner.state)
   return jax.device_get((state.params, state.batch_stats,
-                         par.merge_metrics(collected).compute()))
+                         runner.pop_metrics()))
 
 
 def main():
@@ -45,6 +47,8 @@ def main():
   results = {
       'pmap': run('pmap', None, state, batches),
       'shard_map': run('shard_map', None, state, batches),
+      'pmap_in_sequence': run('pmap', None, state, batches, 2),
+      'shard_map_in_sequence': run('shard_map', None, state, batches, 2),
       'single': run('shard_map', jax.devices()[:1], state, batches),
   }
   reference = results.pop('single')

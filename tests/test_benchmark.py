@@ -83,7 +83,7 @@ def test_gpu_script_runs_a_subset_on_cpu_without_tensorflow(tmp_path):
   out = tmp_path / 'out'
   env = dict(os.environ, PYTHON=sys.executable,
              PYTHONPATH=f'{no_tensorflow}{os.pathsep}{conftest.REPO}',
-             MODELS='resnet18', RESNET50_224='0',
+             MODELS='resnet18', RESNET50_224='0', DISPATCH_STEPS='3',
              BENCHMARK_FLAGS='--quick --batch_size=8 --image_size=32 '
                              '--resident_examples=64 --notorch_compile')
   blocked = subprocess.run([sys.executable, '-c', 'import tensorflow'],
@@ -104,3 +104,7 @@ def test_gpu_script_runs_a_subset_on_cpu_without_tensorflow(tmp_path):
   assert '| resnet18 | 32 |' in result.stdout
   assert 'jax' in (out / 'versions.txt').read_text()
   assert not (out / 'resnet50_224.json').exists()
+  dispatched = json.loads(
+      (out / 'resnet18_b128_dispatch3.json').read_text())['resnet18']
+  assert dispatched['steps_per_dispatch'] == 3
+  assert dispatched['resident_img_s'] > 0 and 'tiny_flax_img_s' not in dispatched

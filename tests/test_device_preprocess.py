@@ -99,12 +99,14 @@ def test_training_with_data_on_device(tmp_path, fake_config, fake_builder):
       ['-m', 'tiny_flax.main', '--config=configs/smoke.py',
        f'--workdir={workdir}', '--config.input.on_device=true',
        '--config.parallelism=shard_map', '--config.num_epochs=1',
-       '--config.batch_size=80',
+       '--config.batch_size=80', '--config.steps_per_dispatch=3',
        '--config.input.train=random_horizontal_flip|random_resized_crop(48)|to_tensor',
        '--config.input.eval=resize(48)|to_tensor']
       + [f'--config.dataset.{key}={fake_config.dataset[key]}'
          for key in ('manual_dir', 'data_dir', 'fake_train_per_class',
                      'fake_val_per_class')])
   assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Training split resident on the devices' in result.stderr
+  assert '3 steps per dispatch' in result.stderr
   assert "'val_top1'" in result.stderr
   assert (workdir / 'checkpoints' / '10').exists()

@@ -28,34 +28,35 @@ def _flags(workdir, fake_config):
                           'fake_val_per_class')]
 
 
-@pytest.mark.slow  # about 4 minutes of one core: python -m pytest -m slow
+@pytest.mark.slow  # about 4 minutes of one core each: python -m pytest -m slow
+@pytest.mark.parametrize('input_flags', [
+    [], ['--config.input.on_device=true', '--config.steps_per_dispatch=2']],
+                         ids=['tf_data', 'on_device_2_steps_per_dispatch'])
 def test_killed_three_times_and_a_full_disk_the_run_ends_bitwise_as_uninterrupted(
-    fake_config, fake_builder, tmp_path):
+    input_flags, fake_config, fake_builder, tmp_path):
   """Three SIGKILLs, then a full disk at the last checkpoint, then the end."""
   del fake_builder  # prepared once for the session
   expected, killed = str(tmp_path / 'expected'), str(tmp_path / 'killed')
-  result = conftest.run_python(['-m', 'tiny_flax.main',
-                                *_flags(expected, fake_config)])
+  flags = lambda workdir: _flags(workdir, fake_config) + input_flags
+  result = conftest.run_python(['-m', 'tiny_flax.main', *flags(expected)])
   assert result.returncode == 0, result.stderr[-3000:]
 
   for point in KILL_POINTS:
-    result = conftest.run_python(['tests/faults.py', point,
-                                  *_flags(killed, fake_config)])
+    result = conftest.run_python(['tests/faults.py', point, *flags(killed)])
     assert result.returncode == -9, (point, result.stderr[-3000:])
   checkpoints = os.listdir(os.path.join(killed, 'checkpoints'))
   assert '20' not in checkpoints  # killed before the last epoch's checkpoint
 
   # The last checkpoint's files cannot grow: one clear error, nothing lost.
   result = conftest.run_python(['tests/faults.py', 'full_disk:20',
-                                *_flags(killed, fake_config)])
+                                *flags(killed)])
   assert result.returncode == 1, result.stderr[-3000:]
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert errors and 'Could not write a checkpoint' in errors[0], errors
   assert 'File too large' in errors[0]
   assert 'the same command resumes from step 16' in errors[0]
 
-  result = conftest.run_python(['-m', 'tiny_flax.main',
-                                *_flags(killed, fake_config)])
+  result = conftest.run_python(['-m', 'tiny_flax.main', *flags(killed)])
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'from step 16' in result.stderr
   assert check_resume.differences(expected, killed) == []

@@ -31,6 +31,7 @@ def index_batches(num_examples, batch_size, batches_per_epoch, seed,
 class ResidentInput(NamedTuple):
   """The training input of `config.input.on_device`, built by `place`."""
   step: Callable  # step(state, batch) -> (state, metrics), compiled by par
+  steps: Callable  # the same over stacked batches (steps.in_sequence)
   batches: Iterator  # index batches, from the host
   augment: Callable  # (images, key) -> the recipe's augmented images
   key: jax.Array  # the augmentation's key, folded with step and device
@@ -54,9 +55,13 @@ def place(par, train_step, arrays, recipe, batch_size, batches_per_epoch,
                               'label': data['label'][batch['index']]})
 
   compiled = par.compile(body, donate_state=True, replicated_inputs=1)
+  compiled_steps = par.compile(steps.in_sequence(body), donate_state=True,
+                               replicated_inputs=1, stacked=True)
   data = par.replicate(arrays)
   batches = index_batches(len(arrays['label']),
                           batch_size // jax.process_count(), batches_per_epoch,
                           seed, start_step)
   return ResidentInput(lambda state, batch: compiled(state, batch, data),
+                       lambda state, batches: compiled_steps(state, batches,
+                                                             data),
                        batches, augment, key)

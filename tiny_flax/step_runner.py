@@ -1,29 +1,75 @@
 """The compiled train step run the way training runs it.
 
 Shared by the trainer and scripts/benchmark.py, so that the benchmark's
-"resident" figure measures the trainer's own dispatch: steps queued back to
+"resident" figure measures the trainer's own dispatch: calls queued back to
 back, at most `preemption.StepsAhead` ahead of the device, their metrics kept
-on the devices until a log step merges them in one call.
+on the devices until a log step merges them in one call. A call runs one step,
+or `config.steps_per_dispatch` of them scanned together, so that a device
+whose step is shorter than the host's dispatch still never waits.
 """
 
+import numpy as np
+
 from tiny_flax import preemption
+
+
+def dispatch_sizes(start_step, num_steps, steps_per_dispatch, every):
+  """Steps per call from `start_step`: `steps_per_dispatch`, or 1 near an event.
+
+  No call runs past a multiple of an `every` value (log, epoch and checkpoint
+  intervals; 0 for none) or past `num_steps`, so the loop stops at each of
+  those steps as it would with one step per call. Remainders go one step at
+  a time: two compiled forms, not one per remainder. The sizes are a function
+  of the step alone, so a resumed run dispatches as an uninterrupted one.
+  """
+  every = [e for e in every if e > 0]
+  step = start_step
+  while step < num_steps:
+    last = step + steps_per_dispatch
+    crosses = any(step // e != (last - 1) // e for e in every)
+    size = 1 if crosses or last > num_steps else steps_per_dispatch
+    yield size
+    step += size
+
+
+def grouped(batches, sizes):
+  """(size, batch) per call: `size` host batches, stacked when more than one."""
+  for size in sizes:
+    group = [next(batches) for _ in range(size)]
+    if size == 1:
+      yield 1, group[0]
+    else:
+      yield size, {key: np.stack([batch[key] for batch in group])
+                   for key in group[0]}
 
 
 class StepRunner:
   """Holds the replicated state and the metrics of the steps since the last log."""
 
-  def __init__(self, par, train_step, state, batches):
+  def __init__(self, par, train_step, state, batches, sizes, train_steps=None):
+    """`train_step(state, batch)` runs one step, `train_steps(state, batches)`
+    (steps.in_sequence, compiled with stacked=True) several; `batches` are
+    host batches, `sizes` the steps of each call (dispatch_sizes)."""
     self.state = state
     self._par = par
     self._train_step = train_step
-    self._batches = batches
+    self._train_steps = train_steps
+    self._calls = par.prefetch(grouped(batches, sizes), place=self._place)
     self._metrics = []
     self._steps_ahead = preemption.StepsAhead()
 
+  def _place(self, group):
+    size, batch = group
+    return size, self._par.shard_batch(batch, stacked=size > 1)
+
   def step(self):
-    self.state, metrics = self._train_step(self.state, next(self._batches))
+    """Dispatches the next call; returns how many steps it runs."""
+    size, batch = next(self._calls)
+    run = self._train_step if size == 1 else self._train_steps
+    self.state, metrics = run(self.state, batch)
     self._metrics.append(metrics)
     self._steps_ahead.dispatched(metrics)
+    return size
 
   @property
   def has_metrics(self):

@@ -96,6 +96,19 @@ def train_step(state, batch, *, dropout_key, label_smoothing=0.0):
   return new_state, step_metrics
 
 
+def in_sequence(body):
+  """`body(state, batch, *replicated)` over batches stacked on a leading axis.
+
+  Several train steps in one compiled call (config.steps_per_dispatch): the
+  host dispatches once for all of them, and their metrics come back merged.
+  """
+  def run(state, batches, *replicated):
+    state, metrics = jax.lax.scan(
+        lambda state, batch: body(state, batch, *replicated), state, batches)
+    return state, metrics.reduce()
+  return run
+
+
 def eval_step(state, batch):
   """Metrics over this shard; padded examples (mask False) do not count."""
   logits = logits_step(state, batch['image'])

@@ -45,7 +45,7 @@ def _init_from_torchvision(config, state):
 
 def _training_input(config, builder, par, train_step, start_step,
                     steps_per_epoch):
-  """(compiled step(state, batch), host batches, first augmented images).
+  """(compiled step, compiled steps in sequence, host batches, first images).
 
   From tf.data, or with `config.input.on_device` from the training split kept
   in device memory, augmented inside the step.
@@ -54,16 +54,20 @@ def _training_input(config, builder, par, train_step, start_step,
     batches = pipeline.train_batches(builder, config, start_step=start_step)
     first = next(batches)
     return (par.compile(train_step, donate_state=True),
+            par.compile(steps.in_sequence(train_step), donate_state=True,
+                        stacked=True),
             itertools.chain([first], batches), first['image'])
   arrays = pipeline.decoded_train_arrays(builder)
   resident = resident_data.place(par, train_step, arrays, config.input.train,
                                  config.batch_size, steps_per_epoch,
                                  config.seed, start_step)
+  logging.info('Training split resident on the devices: %d images, %.2f GB.',
+               len(arrays['label']), arrays['image'].nbytes / 1e9)
   first = next(resident.batches)
   first_images = jax.jit(resident.augment)(arrays['image'][first['index']],
                                            resident.key)
-  return (resident.step, itertools.chain([first], resident.batches),
-          np.asarray(first_images))
+  return (resident.step, resident.steps,
+          itertools.chain([first], resident.batches), np.asarray(first_images))
 
 
 def image_grid(images, columns=8, rows=4):
@@ -88,6 +92,12 @@ def evaluate(p_eval_step, state, batches, par):
           for k, v in par.merge_metrics(collected).compute().items()}
 
 
+def _check_steps_per_dispatch(value):
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise errors.UserError(
+        f'config.steps_per_dispatch must be a whole number >= 1, got {value!r}.')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        progress_bars: str = 'auto'):
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
@@ -101,6 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   lock = checkpointing.lock_workdir(workdir)  # held until the process ends
   par = parallel.Parallel(config.parallelism)
   par.check_batch_size(config.batch_size)
+  _check_steps_per_dispatch(config.steps_per_dispatch)
   # Mistakes in the config fail here, before minutes of data preparation.
   model = steps.create_model(config, pipeline.NUM_CLASSES, steps.AXIS)
   image_shape = pipeline.image_shape(config)
@@ -126,20 +137,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if start_step == 0:
     writer.write_hparams(report.flat_config(config))
   logging.info('Training %s for %d steps (%d per epoch) from step %d on %d '
-               'devices with %s.', config.model, num_steps, steps_per_epoch,
-               start_step, par.num_devices, par.kind)
+               'devices with %s, %d steps per dispatch.', config.model,
+               num_steps, steps_per_epoch, start_step, par.num_devices,
+               par.kind, config.steps_per_dispatch)
 
   train_step = functools.partial(
       steps.train_step, dropout_key=jax.random.key(config.seed + 1),
       label_smoothing=config.label_smoothing)
-  p_train_step, host_batches, first_images = _training_input(
+  p_train_step, p_train_steps, host_batches, first_images = _training_input(
       config, builder, par, train_step, start_step, steps_per_epoch)
   writer.write_images(start_step, {
       'augmented_train_images': image_grid(first_images)[None]})
   p_eval_step = par.compile(steps.eval_step)
   eval_batches = pipeline.EvalBatches(builder, config)
+  sizes = step_runner.dispatch_sizes(
+      start_step, num_steps, config.steps_per_dispatch,
+      (config.log_every_steps, steps_per_epoch, config.checkpoint_every_steps))
   runner = step_runner.StepRunner(par, p_train_step, par.replicate(state),
-                                  par.prefetch(host_batches))
+                                  host_batches, sizes, p_train_steps)
   del state  # the runner's replicated copy is the one that trains
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer)
@@ -180,11 +195,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     check_finite(step, {'train_loss': summary['train_loss']})
 
   try:
-    for step in range(start_step + 1, num_steps + 1):
-      with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        runner.step()
+    step = start_step
+    while step < num_steps:
+      first = step + 1
+      with jax.profiler.StepTraceAnnotation('train', step_num=first):
+        step += runner.step()
       report_progress(step)
-      bars.update(step)
+      for dispatched in range(first, step + 1):
+        bars.update(dispatched)
+      # A call never runs past the steps below (step_runner.dispatch_sizes).
       epoch_end = step % steps_per_epoch == 0 or step == num_steps
       # Checkpoints fall on log steps (the timed ones by waiting for one), so
       # a resumed run logs the same intervals as an uninterrupted one.

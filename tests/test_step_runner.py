@@ -1,0 +1,43 @@
+"""Several train steps per dispatch: which calls run how many steps."""
+
+import itertools
+
+import numpy as np
+
+from tiny_flax import step_runner
+
+
+def _ends(start, sizes):
+  return list(itertools.accumulate(sizes, initial=start))[1:]
+
+
+def test_calls_stop_at_every_event_and_remainders_go_singly():
+  assert list(step_runner.dispatch_sizes(0, 10, 4, (5,))) == [4, 1, 4, 1]
+  # Logs every 10, epochs of 7 steps, no step checkpoints, 25 steps.
+  sizes = list(step_runner.dispatch_sizes(0, 25, 4, (10, 7, 0)))
+  assert set(sizes) == {1, 4} and sum(sizes) == 25
+  ends = set(_ends(0, sizes))
+  assert {7, 10, 14, 20, 21, 25} <= ends
+  for start, end in zip([0] + _ends(0, sizes), _ends(0, sizes)):
+    assert not [s for s in range(start + 1, end) if s % 7 == 0 or s % 10 == 0]
+
+
+def test_a_resumed_run_dispatches_as_an_uninterrupted_one():
+  every = (6, 9, 4)
+  sizes = list(step_runner.dispatch_sizes(0, 40, 3, every))
+  for position, resumed_at in enumerate(_ends(0, sizes)):
+    assert list(step_runner.dispatch_sizes(resumed_at, 40, 3, every)) == (
+        sizes[position + 1:])
+
+
+def test_one_step_per_call_is_every_step():
+  assert list(step_runner.dispatch_sizes(3, 8, 1, (2, 5))) == [1] * 5
+
+
+def test_groups_stack_successive_batches_in_order():
+  batches = iter([{'index': np.full(2, i)} for i in range(5)])
+  groups = list(step_runner.grouped(batches, [3, 1, 1]))
+  assert [size for size, _ in groups] == [3, 1, 1]
+  np.testing.assert_array_equal(groups[0][1]['index'],
+                                [[0, 0], [1, 1], [2, 2]])
+  np.testing.assert_array_equal(groups[2][1]['index'], [4, 4])
