@@ -50,7 +50,8 @@ def get_config():
   # is shorter than Python's dispatch of it (small batches on a GPU), more
   # keep the device busy; logs, checkpoints and validation still fall on the
   # same steps, and a resumed run still matches an uninterrupted one.
-  config.steps_per_dispatch = 1
+  # 0: the platform's choice (tiny_flax/backend.py: 1 on CPU, 16 elsewhere).
+  config.steps_per_dispatch = 0
 
   config.optimizer = 'sgd'  # sgd | adam | adamw
   config.learning_rate = 1e-3
@@ -69,7 +70,8 @@ def get_config():
   config.parallelism = 'shard_map'  # shard_map | pmap
   config.half_precision = False  # bf16 compute, float32 params
   # Convolution and max-pool forms: 'auto' takes tiny_flax/models/cpu_kernels.py
-  # on the CPU backend (faster there) and XLA's ops elsewhere; 'xla' | 'cpu'.
+  # on the CPU backend (faster there), its max pool on GPUs, and XLA's ops
+  # elsewhere (tiny_flax/backend.py); 'xla' | 'cpu'.
   config.kernels = 'auto'
   config.seed = 0
   config.checkpoints_to_keep = 3

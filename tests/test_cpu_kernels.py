@@ -116,11 +116,23 @@ def test_models_use_xla_ops_unless_given_the_cpu_forms():
   assert with_cpu_forms['conv_general_dilated'] < plain['conv_general_dilated']
 
 
-def test_kernels_choice_is_resolved_once_at_the_top():
+@pytest.mark.parametrize('platform', ['cpu', 'gpu', 'tpu'])
+def test_auto_choices_follow_the_backend(platform, monkeypatch):
+  """What 'auto' resolves to on each backend, and explicit values kept."""
+  monkeypatch.setattr(jax, 'default_backend', lambda: platform)
+  auto = backend.kernels('auto')
+  assert (auto.conv_general_dilated is cpu_kernels.conv_general_dilated) == (
+      platform == 'cpu')
+  assert (auto.max_pool is cpu_kernels.max_pool) == (platform != 'tpu')
   assert backend.kernels('xla') == layers.Kernels()
   assert backend.kernels('cpu') is cpu_kernels.KERNELS
-  assert backend.kernels('auto') is (
-      cpu_kernels.KERNELS if jax.default_backend() == 'cpu'
-      else layers.Kernels())
+  assert backend.steps_per_dispatch(0) == (1 if platform == 'cpu' else 16)
+  assert backend.steps_per_dispatch(3) == 3
+
+
+def test_bad_platform_choices_are_refused():
   with pytest.raises(errors.UserError, match='config.kernels must be one of'):
     backend.kernels('fast')
+  for value in (-1, 2.5, True, '4'):
+    with pytest.raises(errors.UserError, match='steps_per_dispatch'):
+      backend.steps_per_dispatch(value)

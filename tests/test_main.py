@@ -122,10 +122,10 @@ def test_batch_not_divisible_by_devices(tmp_path, smoke_data):
   _assert_user_error(result, '12', '8 devices')
 
 
-def test_steps_per_dispatch_below_one(tmp_path, smoke_data):
+def test_negative_steps_per_dispatch(tmp_path, smoke_data):
   _assert_user_error(_main(tmp_path, *smoke_data,
-                           '--config.steps_per_dispatch=0'),
-                     'steps_per_dispatch', '>= 1')
+                           '--config.steps_per_dispatch=-2'),
+                     'steps_per_dispatch', '>= 1', '-2')
 
 
 def test_unwritable_workdir(tmp_path, smoke_data):

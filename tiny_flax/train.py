@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from tiny_flax import backend
 from tiny_flax import checkpointing
 from tiny_flax import errors
 from tiny_flax import models
@@ -92,12 +93,6 @@ def evaluate(p_eval_step, state, batches, par):
           for k, v in par.merge_metrics(collected).compute().items()}
 
 
-def _check_steps_per_dispatch(value):
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise errors.UserError(
-        f'config.steps_per_dispatch must be a whole number >= 1, got {value!r}.')
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        progress_bars: str = 'auto'):
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
@@ -111,7 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   lock = checkpointing.lock_workdir(workdir)  # held until the process ends
   par = parallel.Parallel(config.parallelism)
   par.check_batch_size(config.batch_size)
-  _check_steps_per_dispatch(config.steps_per_dispatch)
+  steps_per_dispatch = backend.steps_per_dispatch(config.steps_per_dispatch)
   # Mistakes in the config fail here, before minutes of data preparation.
   model = steps.create_model(config, pipeline.NUM_CLASSES, steps.AXIS)
   image_shape = pipeline.image_shape(config)
@@ -139,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info('Training %s for %d steps (%d per epoch) from step %d on %d '
                'devices with %s, %d steps per dispatch.', config.model,
                num_steps, steps_per_epoch, start_step, par.num_devices,
-               par.kind, config.steps_per_dispatch)
+               par.kind, steps_per_dispatch)
 
   train_step = functools.partial(
       steps.train_step, dropout_key=jax.random.key(config.seed + 1),
@@ -151,7 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   p_eval_step = par.compile(steps.eval_step)
   eval_batches = pipeline.EvalBatches(builder, config)
   sizes = step_runner.dispatch_sizes(
-      start_step, num_steps, config.steps_per_dispatch,
+      start_step, num_steps, steps_per_dispatch,
       (config.log_every_steps, steps_per_epoch, config.checkpoint_every_steps))
   runner = step_runner.StepRunner(par, p_train_step, par.replicate(state),
                                   host_batches, sizes, p_train_steps)

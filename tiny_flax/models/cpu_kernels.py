@@ -3,8 +3,8 @@
 The same functions as `lax.conv_general_dilated` and `layers.max_pool`
 (tests/test_cpu_kernels.py compares values and gradients), chosen per shape
 while the model is traced. `backend.kernels` injects them into a model on
-the CPU backend only (config.kernels): elsewhere, and for anyone who builds a
-model directly, the models use XLA's ops. The speed-ups are measured in
+the CPU backend (config.kernels), and the max pool alone on GPUs: elsewhere,
+and for anyone who builds a model directly, the models use XLA's ops. The speed-ups are measured in
 docs/performance.md; under `jit` their gradients agree with float64 to about
 1e-5, but run op by op (no jit) the tap matmuls round differently, so they
 are not meant for eager use.
@@ -135,7 +135,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 
 def max_pool(x, window, stride, padding=0):
   """layers.max_pool written out: XLA:CPU's gradient of reduce_window
-  (select-and-scatter) is about 6x slower."""
+  (select-and-scatter) is about 6x slower, and on GPUs slower too
+  (backend.GPU_KERNELS)."""
   return _max_pool(x, window, stride, padding)
 
 
