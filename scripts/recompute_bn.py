@@ -52,7 +52,8 @@ def main(argv):
     train_transform = reference.compose(config.input.train)
     eval_transform = reference.compose(config.input.eval)
     (train_x, train_y), (val_x, val_y), _ = reference.load_splits(
-        reference.manual_dir_of(_MANUAL_DIR.value, config))
+        reference.manual_dir_of(_MANUAL_DIR.value, config),
+        config.dataset.data_dir)
   subset = np.random.RandomState(config.seed).permutation(
       len(train_y))[:_IMAGES.value]
   train_loader = torch.utils.data.DataLoader(

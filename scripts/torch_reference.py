@@ -18,6 +18,7 @@ from PIL import Image
 from tiny_flax import errors
 from tiny_flax import recipes
 from tiny_flax.data import archive
+from tiny_flax.data import arrays
 
 ROOT = archive.ROOT
 
@@ -100,12 +101,6 @@ def optimizer(config, params):
                            weight_decay=config.weight_decay)
 
 
-def _decoded(source, members):
-  """Every image as RGB uint8, decoded once (PIL, as ImageFolder would)."""
-  return np.stack([np.asarray(source.image(member).convert('RGB'))
-                   for member in members])
-
-
 def manual_dir_of(flag_value, config):
   """The archive's folder: the flag, else the config's dataset.manual_dir."""
   manual_dir = flag_value or config.dataset.manual_dir
@@ -116,25 +111,22 @@ def manual_dir_of(flag_value, config):
   return os.path.expanduser(manual_dir)
 
 
-def load_splits(manual_dir):
-  """(train, validation, class_names): image arrays with labels, (wnid, name)."""
+def load_splits(manual_dir, data_dir=''):
+  """(train, validation, class_names): image arrays with labels, (wnid, name).
+
+  Decoded once (tiny_flax/data/arrays.py) into `data_dir`, or beside the
+  archive without one.
+  """
   source = archive.find(manual_dir)
   if source is None:
     raise archive.DatasetError(
         f'Tiny ImageNet not found: {manual_dir!r} has no {archive.ARCHIVE_NAME} '
         f'or {ROOT}/. Pass --manual_dir=FOLDER holding it.')
-  wnids = sorted(source.lines(f'{ROOT}/wnids.txt'))
-  words = dict(l.split('\t', 1) for l in source.lines(f'{ROOT}/words.txt'))
-  index = {wnid: i for i, wnid in enumerate(wnids)}
-  train = [(m, index[w]) for w in wnids
-           for m in source.images(f'{ROOT}/train/{w}/images')]
-  val = [(f'{ROOT}/val/images/{l.split(chr(9))[0]}', index[l.split(chr(9))[1]])
-         for l in source.lines(f'{ROOT}/val/val_annotations.txt')]
-  splits = []
-  for examples in (train, val):
-    members, labels = zip(*examples)
-    splits.append((_decoded(source, members), np.array(labels, np.int64)))
-  return splits[0], splits[1], [(w, words.get(w, w)) for w in wnids]
+  loaded = arrays.load(source, arrays.cache_dir(
+      os.path.expanduser(data_dir) if data_dir else manual_dir))
+  return ((loaded.train.image, loaded.train.label),
+          (loaded.validation.image, loaded.validation.label),
+          loaded.class_names)
 
 
 class Images(torch.utils.data.Dataset):

@@ -56,7 +56,7 @@ def train(config, manual_dir, out, workers):
   torch.manual_seed(config.seed)
   started = time.time()
   (train_x, train_y), (val_x, val_y), class_names = reference.load_splits(
-      manual_dir)
+      manual_dir, config.dataset.data_dir)
   logging.info('Decoded %d training and %d validation images in %.0f s.',
                len(train_y), len(val_y), time.time() - started)
   steps_per_epoch = len(train_y) // config.batch_size

@@ -6,6 +6,7 @@ load TensorFlow (torchvision crashes when imported after it).
 
 import io
 import os
+from typing import NamedTuple
 import zipfile
 
 from PIL import Image
@@ -38,6 +39,9 @@ class Archive:
             f'{path} is not a readable zip archive ({e}); it is corrupt or '
             f'truncated. Delete it and download {URL} again.') from e
       self._names = set(self._zip.namelist())
+      self._folders = {}
+      for name in self._names:
+        self._folders.setdefault(name.rpartition('/')[0], []).append(name)
 
   def _describe(self, member):
     return f'{member} in {self.path}'
@@ -50,9 +54,7 @@ class Archive:
   def images(self, folder):
     """The JPEG members directly inside `folder`, sorted."""
     if self._zip is not None:
-      prefix = folder + '/'
-      names = [n for n in self._names if n.startswith(prefix)
-               and '/' not in n[len(prefix):]]
+      names = self._folders.get(folder, [])
     else:
       full = os.path.join(self.path, folder)
       names = [f'{folder}/{n}' for n in os.listdir(full)] if os.path.isdir(
@@ -107,3 +109,58 @@ def find(manual_dir):
       return Archive(candidate if candidate.endswith('.zip')
                      else os.path.dirname(candidate))
   return None
+
+
+class Listing(NamedTuple):
+  """The archive's classes and examples, as the TFDS builder and arrays.py read them.
+
+  `wnids` sorted (ImageFolder's class order); `names` maps each to its words;
+  `train`, `validation` and `test` are (member, wnid) pairs, '' for test.
+  """
+  wnids: list
+  names: dict
+  train: list
+  validation: list
+  test: list
+
+
+def listing(source):
+  """Reads wnids.txt, words.txt, the train folders and val_annotations.txt.
+
+  Validation labels come from `val/val_annotations.txt`: reading `val/images`
+  as an image folder (as the PyTorch original did) gives every image one label.
+  """
+  wnids = source.lines(f'{ROOT}/wnids.txt')
+  if len(set(wnids)) != NUM_CLASSES:
+    raise DatasetError(
+        f'{ROOT}/wnids.txt in {source.path} lists {len(set(wnids))} distinct '
+        f'wnids, expected {NUM_CLASSES}. Use the official {ARCHIVE_NAME}.')
+  wnids = sorted(wnids)
+  words = dict(line.split('\t', 1) for line in source.lines(f'{ROOT}/words.txt'))
+  train = []
+  for wnid in wnids:
+    images = source.images(f'{ROOT}/train/{wnid}/images')
+    if not images:
+      raise DatasetError(f'No training images for {wnid} in {source.path}.')
+    train += [(member, wnid) for member in images]
+  return Listing(wnids, {w: words.get(w, w) for w in wnids}, train,
+                 _validation_examples(source, set(wnids)),
+                 [(member, '') for member in source.images(f'{ROOT}/test/images')])
+
+
+def _validation_examples(source, wnids):
+  annotations = f'{ROOT}/val/val_annotations.txt'
+  if not source.exists(annotations):
+    raise DatasetError(
+        f'{source.path} has no {annotations}: validation labels come from '
+        f'it. Use the official {ARCHIVE_NAME} ({URL}).')
+  examples = []
+  for line in source.lines(annotations):
+    file_name, wnid = line.split('\t')[:2]
+    if wnid not in wnids:
+      raise DatasetError(
+          f'{annotations} in {source.path} labels {file_name} with {wnid}, '
+          f'which is not one of the 200 wnids in wnids.txt. Use the official '
+          f'{ARCHIVE_NAME}.')
+    examples.append((f'{ROOT}/val/images/{file_name}', wnid))
+  return examples

@@ -86,27 +86,14 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     source = self._source(dl_manager)
-    wnids = source.lines(f'{archive.ROOT}/wnids.txt')
-    if len(set(wnids)) != archive.NUM_CLASSES:
-      raise archive.DatasetError(
-          f'{archive.ROOT}/wnids.txt in {source.path} lists {len(set(wnids))} distinct '
-          f'wnids, expected {archive.NUM_CLASSES}. Use the official {archive.ARCHIVE_NAME}.')
-    wnids = sorted(wnids)
-    self.info.features['label'].names = wnids
-    words = dict(line.split('\t', 1) for line in source.lines(f'{archive.ROOT}/words.txt'))
-    self.info.metadata['class_names'] = {w: words.get(w, w) for w in wnids}
-
-    train = []
-    for wnid in wnids:
-      images = source.images(f'{archive.ROOT}/train/{wnid}/images')
-      if not images:
-        raise archive.DatasetError(f'No training images for {wnid} in {source.path}.')
-      train += [(member, wnid) for member in images]
-    validation = _validation_examples(source, set(wnids))
-    test = [(member, -1) for member in source.images(f'{archive.ROOT}/test/images')]
+    found = archive.listing(source)
+    self.info.features['label'].names = found.wnids
+    self.info.metadata['class_names'] = found.names
+    test = [(member, -1) for member, _ in found.test]
     return {
-        'train': self._generate_examples(source, train, 'train'),
-        'validation': self._generate_examples(source, validation, 'validation'),
+        'train': self._generate_examples(source, found.train, 'train'),
+        'validation': self._generate_examples(source, found.validation,
+                                              'validation'),
         'test': self._generate_examples(source, test, 'test'),
     }
 
@@ -118,20 +105,3 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
       yield file_name, {'image': source.jpeg(member), 'label': label,
                         'file_name': file_name}
 
-
-def _validation_examples(source, wnids):
-  annotations = f'{archive.ROOT}/val/val_annotations.txt'
-  if not source.exists(annotations):
-    raise archive.DatasetError(
-        f'{source.path} has no {annotations}: validation labels come from '
-        f'it. Use the official {archive.ARCHIVE_NAME} ({archive.URL}).')
-  examples = []
-  for line in source.lines(annotations):
-    file_name, wnid = line.split('\t')[:2]
-    if wnid not in wnids:
-      raise archive.DatasetError(
-          f'{annotations} in {source.path} labels {file_name} with {wnid}, '
-          f'which is not one of the 200 wnids in wnids.txt. Use the official '
-          f'{archive.ARCHIVE_NAME}.')
-    examples.append((f'{archive.ROOT}/val/images/{file_name}', wnid))
-  return examples
