@@ -44,7 +44,7 @@ class Arrays(NamedTuple):
 
 
 def cache_dir(data_dir):
-  """Where `load` keeps the arrays of the archive found for `data_dir`."""
+  """The folder under `data_dir` that holds the decoded arrays."""
   return os.path.join(data_dir, 'tiny_imagenet_arrays', f'v{VERSION}')
 
 

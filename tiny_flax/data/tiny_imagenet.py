@@ -104,4 +104,3 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
       file_name = os.path.basename(member)
       yield file_name, {'image': source.jpeg(member), 'label': label,
                         'file_name': file_name}
-
