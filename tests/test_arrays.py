@@ -12,6 +12,10 @@ from tiny_flax.data import archive
 from tiny_flax.data import arrays
 
 
+class _Stopped(Exception):
+  """A preparation stopped half-way."""
+
+
 def _a_dead_pid():
   process = subprocess.Popen([sys.executable, '-c', ''])
   process.wait()
@@ -77,9 +81,9 @@ def test_a_killed_preparation_is_redone_cleanly(source, tmp_path, monkeypatch):
 
   def decode_then_fail(pool, source, split, members, partial):
     decode(pool, source, split, members, partial)
-    raise KeyboardInterrupt  # stopped after the first split
+    raise _Stopped  # stopped after the first split
   monkeypatch.setattr(arrays, '_decode_split', decode_then_fail)
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(_Stopped):
     arrays.load(source, directory, threads=1)
   assert not os.path.exists(directory)
   dead = _a_dead_pid()
