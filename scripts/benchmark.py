@@ -208,7 +208,7 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
   resident = resident_data.place(par, _train_step_body(config), arrays,
                                  config.input.train, batch_size,
                                  num_examples // batch_size, config.seed)
-  per_call = steps_per_dispatch
+  per_call = steps_per_dispatch  # steps in each timed call
   _, fixed = next(step_runner.grouped(resident.batches, [per_call]))
   fixed = par.shard_batch(fixed, stacked=per_call > 1)
   run = resident.step if per_call == 1 else resident.steps

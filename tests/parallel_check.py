@@ -23,10 +23,10 @@ def run(kind, devices, state, batches, steps_per_dispatch=1):
   par = parallel.Parallel(kind, devices)
   body = functools.partial(steps.train_step, dropout_key=jax.random.key(1))
   calls = len(batches) // steps_per_dispatch
-  runner = step_runner.StepRunner(
-      par, par.compile(body, donate_state=True), par.replicate(state),
-      iter(batches), [steps_per_dispatch] * calls,
-      par.compile(steps.in_sequence(body), donate_state=True, stacked=True))
+  one, several = par.compile_train(body)
+  runner = step_runner.StepRunner(par, one, par.replicate(state),
+                                  iter(batches), [steps_per_dispatch] * calls,
+                                  several)
   assert sum(runner.step() for _ in range(calls)) == len(batches)
   state = par.unreplicate(runner.state)
   return jax.device_get((state.params, state.batch_stats,

@@ -120,6 +120,17 @@ class Parallel:
     return jax.jit(mapped, donate_argnums=donate,
                    compiler_options=backend.compiler_options())
 
+  def compile_train(self, body, replicated_inputs=0):
+    """(one step, several steps in one call) of a train `body`.
+
+    Both donate the state; the second scans `body` over stacked batches
+    (steps.in_sequence) for config.steps_per_dispatch.
+    """
+    return (self.compile(body, donate_state=True,
+                         replicated_inputs=replicated_inputs),
+            self.compile(steps.in_sequence(body), donate_state=True,
+                         replicated_inputs=replicated_inputs, stacked=True))
+
   def prefetch(self, batches, size=2, place=None):
     """Keeps `size` batches on the devices ahead of the step that needs them.
 

@@ -54,9 +54,7 @@ def place(par, train_step, arrays, recipe, batch_size, batches_per_epoch,
     return train_step(state, {'image': images,
                               'label': data['label'][batch['index']]})
 
-  compiled = par.compile(body, donate_state=True, replicated_inputs=1)
-  compiled_steps = par.compile(steps.in_sequence(body), donate_state=True,
-                               replicated_inputs=1, stacked=True)
+  compiled, compiled_steps = par.compile_train(body, replicated_inputs=1)
   data = par.replicate(arrays)
   batches = index_batches(len(arrays['label']),
                           batch_size // jax.process_count(), batches_per_epoch,

@@ -54,9 +54,7 @@ def _training_input(config, builder, par, train_step, start_step,
   if not config.input.on_device:
     batches = pipeline.train_batches(builder, config, start_step=start_step)
     first = next(batches)
-    return (par.compile(train_step, donate_state=True),
-            par.compile(steps.in_sequence(train_step), donate_state=True,
-                        stacked=True),
+    return (*par.compile_train(train_step),
             itertools.chain([first], batches), first['image'])
   arrays = pipeline.decoded_train_arrays(builder)
   resident = resident_data.place(par, train_step, arrays, config.input.train,
