@@ -47,14 +47,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from tiny_flax import backend
-from tiny_flax import device_preprocess
+from tiny_flax import data
 from tiny_flax import flops
 from tiny_flax import models
 from tiny_flax import parallel
-from tiny_flax import resident_data
 from tiny_flax import step_runner
 from tiny_flax import steps
+from tiny_flax import train
 from tiny_flax.data import archive
+from tiny_flax.data import jax_transforms
+from tiny_flax.data import resident as resident_lib
 
 # model -> the module in configs/ holding its seed recipe.
 SEED_CONFIGS = {
@@ -113,7 +115,7 @@ def seed_config(name):
 def train_image_shape(recipe):
   """Shape of one image after the training recipe, traced without data."""
   images = jax.ShapeDtypeStruct((1,) + archive.IMAGE_SHAPE, jnp.uint8)
-  return jax.eval_shape(device_preprocess.build(recipe), images,
+  return jax.eval_shape(jax_transforms.build(recipe), images,
                         jax.random.key(0)).shape[1:]
 
 
@@ -188,7 +190,7 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
                      num_examples, steps_per_dispatch):
   """Training as with config.input.on_device: images/s and device idle share.
 
-  Both the input and the loop are the trainer's (resident_data.place,
+  Both the input and the loop are the trainer's (train.compile_input,
   step_runner.StepRunner): index batches from the host, prefetched, the step
   gathering and augmenting its images, `steps_per_dispatch` steps per call,
   metrics merged on the device every config.log_every_steps. The idle share
@@ -201,22 +203,32 @@ def measure_resident(config, name, batch_size, half, num_steps, par,
   image_shape = train_image_shape(config.input.train)
   _, state = _initial_state(config, name, image_shape, half)
   rng = np.random.default_rng(0)
-  arrays = {'image': rng.integers(0, 256, (num_examples,) + archive.IMAGE_SHAPE,
-                                  dtype=np.uint8),
-            'label': rng.integers(0, archive.NUM_CLASSES,
-                                  num_examples).astype(np.int32)}
-  resident = resident_data.place(par, _train_step_body(config), arrays,
-                                 config.input.train, batch_size,
-                                 num_examples // batch_size, config.seed)
+  split = {'image': rng.integers(0, 256, (num_examples,) + archive.IMAGE_SHAPE,
+                                 dtype=np.uint8),
+           'label': rng.integers(0, archive.NUM_CLASSES,
+                                 num_examples).astype(np.int32)}
+  per_epoch = num_examples // batch_size
+  dataset = data.Dataset(
+      class_names=[], steps_per_epoch=per_epoch, image_shape=image_shape,
+      local_batch_size=batch_size,
+      train_batches=lambda start: resident_lib.train_batches(
+          num_examples, batch_size, per_epoch, config.seed, start),
+      eval_batches=[],
+      resident=resident_lib.build(
+          split, {k: v[:batch_size] for k, v in split.items()},
+          config.input.train, config.input.eval))
+  compiled = train.compile_input(config, dataset, par,
+                                 _train_step_body(config), 0)
   per_call = steps_per_dispatch  # steps in each timed call
-  _, fixed = next(step_runner.grouped(resident.batches, [per_call]))
+  _, fixed = next(step_runner.grouped(compiled.batches, [per_call]))
   fixed = par.shard_batch(fixed, stacked=per_call > 1)
-  run = resident.step if per_call == 1 else resident.steps
+  run = compiled.train_step if per_call == 1 else compiled.train_steps
   start = time.perf_counter()
   state, _ = jax.block_until_ready(run(par.replicate(state), fixed))
   first_call_s = time.perf_counter() - start  # compilation included
-  runner = step_runner.StepRunner(par, resident.step, state, resident.batches,
-                                  itertools.repeat(per_call), resident.steps)
+  runner = step_runner.StepRunner(par, compiled.train_step, state,
+                                  compiled.batches, itertools.repeat(per_call),
+                                  compiled.train_steps)
 
   def device_call():
     runner.state, _ = run(runner.state, fixed)

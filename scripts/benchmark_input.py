@@ -83,12 +83,12 @@ def torch_rates(extracted_train):
 
 def tiny_flax_rates(config):
   from tiny_flax.data import pipeline  # pylint: disable=g-import-not-at-top
-  builder = pipeline.prepare(config)
-  per_epoch = pipeline.steps_per_epoch(builder, config.batch_size)
   rates = {}
   for name, (recipe, _) in RECIPES.items():
     config.input.train = recipe
-    batches = pipeline.train_batches(builder, config)
+    dataset = pipeline.dataset(config)
+    per_epoch = dataset.steps_per_epoch
+    batches = dataset.train_batches(0)
     rates[name] = _rate(batches, config.batch_size, _SECONDS.value,
                         warmup_batches=per_epoch)
     print(f'tiny_flax  {name}: {rates[name]:8.1f} img/s', flush=True)

@@ -9,7 +9,7 @@ from configs import default
 from tiny_flax import errors
 from tiny_flax import models
 from tiny_flax import optim
-from tiny_flax.data import pipeline
+from tiny_flax import data
 
 CONFIGS = ['alexnet', 'resnet18', 'resnet50', 'shufflenet_v2', 'smoke', 'default']
 
@@ -23,7 +23,7 @@ def _config(name, variant=''):
 def test_config_is_valid(name):
   config = _config(name)
   assert config.model in models.names()
-  assert len(pipeline.image_shape(config)) == 3
+  assert len(data.image_shape(config)) == 3
   optim.create(config, optim.learning_rate_schedule(config, 10))
 
 
@@ -31,7 +31,7 @@ def test_config_is_valid(name):
 def test_tuned_variant_is_valid_and_differs(name):
   config = _config(name, 'tuned')
   assert config.to_dict() != _config(name).to_dict()
-  assert pipeline.image_shape(config) in ((128, 128, 3), (224, 224, 3))
+  assert data.image_shape(config) in ((128, 128, 3), (224, 224, 3))
   optim.create(config, optim.learning_rate_schedule(config, 10))
 
 

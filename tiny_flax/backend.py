@@ -7,6 +7,7 @@ the CPU and GPU ones.
 """
 
 import functools
+import importlib.util
 
 from absl import logging
 import jax
@@ -37,8 +38,63 @@ GPU_KERNELS = layers.Kernels(max_pool=cpu_kernels.max_pool)
 ACCELERATOR_STEPS_PER_DISPATCH = 16
 
 
+# config.input.on_device = 'auto' keeps the splits in device memory where
+# they take at most this share of the free memory, leaving the rest to the
+# model's activations.
+RESIDENT_SHARE_OF_FREE_MEMORY = 0.25
+ON_DEVICE_CHOICES = ('auto', 'true', 'false')
+
+
 def on_cpu():
   return jax.default_backend() == 'cpu'
+
+
+def tensorflow_installed():
+  """Whether tf.data's path can run: TensorFlow and TFDS both importable."""
+  try:
+    return all(importlib.util.find_spec(name) is not None
+               for name in ('tensorflow', 'tensorflow_datasets'))
+  except ImportError:
+    return False
+
+
+def free_device_memory():
+  """The smallest free memory of this process's devices in bytes; None if unknown."""
+  free = []
+  for device in jax.local_devices():
+    stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+    if not stats or 'bytes_limit' not in stats:
+      return None
+    free.append(stats['bytes_limit'] - stats.get('bytes_in_use', 0))
+  return min(free)
+
+
+def input_on_device(choice, nbytes, tensorflow_installed):
+  """Whether the splits (`nbytes` on every device) live in device memory.
+
+  config.input.on_device: 'true', 'false', or 'auto': on for a GPU or TPU
+  with room for them, and wherever TensorFlow (tf.data's path) is missing;
+  off on the CPU, where tf.data overlaps decoding with the step.
+  """
+  choice = str(choice).lower()
+  if choice not in ON_DEVICE_CHOICES:
+    raise errors.UserError(
+        'config.input.on_device must be one of '
+        f'{", ".join(ON_DEVICE_CHOICES)}; got {choice!r}.')
+  if choice == 'false':
+    return False
+  free = free_device_memory()
+  if choice == 'auto':
+    if not tensorflow_installed:
+      return True
+    return not on_cpu() and (
+        free is None or nbytes <= RESIDENT_SHARE_OF_FREE_MEMORY * free)
+  if free is not None and nbytes > free:
+    raise errors.UserError(
+        f'config.input.on_device=true needs {nbytes / 1e9:.2f} GB on every '
+        f'device for the decoded splits, but only {free / 1e9:.2f} GB is '
+        'free. Pass --config.input.on_device=false (tf.data on the host).')
+  return True
 
 
 def kernels(choice='auto'):

@@ -14,18 +14,19 @@ import os
 
 from absl import app
 from absl import flags
-from clu import metric_writers
 import jax
 import numpy as np
 from ml_collections import config_flags
 import tqdm
 
+from tiny_flax import backend
 from tiny_flax import checkpointing
+from tiny_flax import data
 from tiny_flax import errors
 from tiny_flax import inference
 from tiny_flax import report
 from tiny_flax import steps
-from tiny_flax.data import pipeline
+from tiny_flax import summaries
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'The config the run was trained with; default: the '
@@ -36,11 +37,23 @@ _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', 'best', 'best (by validation top-1), latest, or a step.')
 
 
-def predict_validation(state, builder, config):
+def _image_batches(dataset):
+  """The validation batches with their images, from either input path."""
+  resident = dataset.resident
+  if resident is None:
+    yield from dataset.eval_batches
+    return
+  arrays = {'validation': jax.device_put(resident.arrays['validation'])}
+  gather = jax.jit(resident.eval_batch)
+  for batch in dataset.eval_batches:
+    yield jax.device_get(gather(arrays, batch))
+
+
+def predict_validation(state, dataset):
   """Labels, top-5 predictions and losses of every validation image."""
   labels, top5, losses = [], [], []
-  for batch in tqdm.tqdm(pipeline.EvalBatches(builder, config),
-                         desc='Evaluating', unit='batch'):
+  for batch in tqdm.tqdm(_image_batches(dataset), total=len(
+      dataset.eval_batches), desc='Evaluating', unit='batch'):
     logits = inference.logits(state, batch['image'])
     keep = batch['mask']
     labels.append(batch['label'][keep])
@@ -56,14 +69,16 @@ def evaluate(config, workdir, which='best'):
     config = recorded
   checkpointing.check_same_run(workdir, recorded, config)
   state, step = inference.restore(config, workdir, which)
-  builder = pipeline.prepare(config)
-  class_names = pipeline.class_names(builder)
-  labels, top5, losses = predict_validation(state, builder, config)
+  dataset = data.prepare(config, backend.input_on_device(
+      config.input.on_device, data.resident_bytes(config),
+      backend.tensorflow_installed()))
+  class_names = dataset.class_names
+  labels, top5, losses = predict_validation(state, dataset)
   metrics = {'model': config.model, 'step': step, 'images': int(len(labels)),
              'top1': float(np.mean(top5[:, 0] == labels)),
              'top5': float(np.mean((top5 == labels[:, None]).any(axis=1))),
              'loss': float(np.mean(losses)),
-             'config': report.flat_config(config)}
+             'config': summaries.flat_config(config)}
   curves = report.epoch_curves(report.read_scalars(workdir))
   rows = report.per_class(labels, top5[:, 0], class_names, losses)
   pairs = report.confusions(labels, top5[:, 0])
@@ -74,8 +89,8 @@ def evaluate(config, workdir, which='best'):
   }
   report.write(os.path.join(workdir, 'report'), metrics, curves, rows, pairs,
                class_names, figures)
-  writer = metric_writers.create_default_writer(
-      os.path.join(workdir, 'report'), just_logging=jax.process_index() > 0)
+  writer = summaries.create_writer(os.path.join(workdir, 'report'),
+                                   just_logging=jax.process_index() > 0)
   writer.write_images(step, {f'report/{name}': report.figure_to_array(fig)[None]
                              for name, fig in figures.items()})
   writer.write_texts(step, {'report/per_class': report.markdown(

@@ -11,8 +11,8 @@ Needs torch and torchvision.
 
 import os
 
-# Before TensorFlow (imported by tiny_flax.inference): torchvision 0.29
-# segfaults when imported after TensorFlow 2.21.
+# Before anything that might load TensorFlow: torchvision 0.29 segfaults
+# when imported after TensorFlow 2.21.
 try:
   import torch  # pylint: disable=g-import-not-at-top
   import torchvision  # pylint: disable=g-import-not-at-top
@@ -27,7 +27,7 @@ from tiny_flax import checkpointing
 from tiny_flax import errors
 from tiny_flax import inference
 from tiny_flax import models
-from tiny_flax.data import pipeline
+from tiny_flax import data
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of a trained run.',
                                required=True)
@@ -55,7 +55,7 @@ def export(workdir, out, which='best'):
                          'batch_stats': state.batch_stats},
           num_batches_tracked=step).items()}
   getattr(torchvision.models, config.model)(
-      num_classes=pipeline.NUM_CLASSES).load_state_dict(state_dict)
+      num_classes=data.NUM_CLASSES).load_state_dict(state_dict)
   partial = f'{out}.partial'
   try:
     torch.save(state_dict, partial)

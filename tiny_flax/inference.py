@@ -8,14 +8,14 @@ from tiny_flax import backend
 from tiny_flax import checkpointing
 from tiny_flax import optim
 from tiny_flax import steps
-from tiny_flax.data import pipeline
+from tiny_flax import data
 
 
 def restore(config, workdir, which='best'):
   """(state, step) of checkpoint `which` (best, latest or a step number)."""
-  model = steps.create_model(config, pipeline.NUM_CLASSES)
+  model = steps.create_model(config, data.NUM_CLASSES)
   template = steps.create_train_state(
-      config, model, pipeline.image_shape(config),
+      config, model, data.image_shape(config),
       optim.learning_rate_schedule(config, 1))
   checkpoints = checkpointing.manager(workdir, read_only=True)
   try:

@@ -15,14 +15,13 @@ import jax
 import numpy as np
 from PIL import Image
 from PIL import UnidentifiedImageError
-import tensorflow as tf
 
 from tiny_flax import checkpointing
+from tiny_flax import data
 from tiny_flax import errors
 from tiny_flax import inference
-from tiny_flax.data import pipeline
-from tiny_flax.data import preprocess
 from tiny_flax.data import archive
+from tiny_flax.data import jax_transforms
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of a trained run.',
                                required=True)
@@ -45,17 +44,16 @@ def predict(workdir, paths, which='best'):
   """Yields (path, [(wnid, name, probability)] or an error message)."""
   config = checkpointing.load_config(workdir)
   class_names = (checkpointing.load_class_names(workdir)
-                 or pipeline.class_names(pipeline.prepare(config)))
+                 or data.class_names(config))
   state, _ = inference.restore(config, workdir, which)
-  process_fn = preprocess.for_config(config, train=False)
-  no_seed = tf.zeros([2], tf.int32)
+  preprocess = jax.jit(jax_transforms.build(config.input.eval))
   for path in paths:
     try:
       pixels = load_image(path)
     except (OSError, UnidentifiedImageError, ValueError) as e:
       yield path, f'cannot read image ({e})'
       continue
-    image = process_fn(tf.constant(pixels), no_seed).numpy()[None]
+    image = preprocess(pixels[None], jax.random.key(0))
     probabilities = np.asarray(jax.nn.softmax(inference.logits(state, image)))[0]
     best = np.argsort(-probabilities)[:_TOP]
     yield path, [(*class_names[i], float(probabilities[i])) for i in best]

@@ -31,18 +31,6 @@ RECIPE_KEYS = ('input.train', 'input.eval', 'batch_size', 'num_epochs',
                'label_smoothing', 'half_precision', 'seed')
 
 
-def flat_config(config):
-  """{'dotted.key': value} of a config, values as TensorBoard hparams take them."""
-  def flatten(tree, prefix=''):
-    for key, value in tree.items():
-      if isinstance(value, dict):
-        yield from flatten(value, f'{prefix}{key}.')
-      else:
-        yield f'{prefix}{key}', value if isinstance(
-            value, (int, float, str, bool)) else str(value)
-  return dict(flatten(config.to_dict()))
-
-
 def read_scalars(workdir):
   """{tag: {step: value}} of every scalar in the workdir's event files."""
   accumulator = event_accumulator.EventAccumulator(

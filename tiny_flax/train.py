@@ -9,27 +9,25 @@ import functools
 import itertools
 import math
 import sys
+from typing import Callable, Iterator, NamedTuple
 
 from absl import logging
-from clu import metric_writers
-from clu import periodic_actions
 import jax
 import ml_collections
 import numpy as np
 
 from tiny_flax import backend
 from tiny_flax import checkpointing
+from tiny_flax import data
 from tiny_flax import errors
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import parallel
 from tiny_flax import preemption
 from tiny_flax import progress
-from tiny_flax import report
-from tiny_flax import resident_data
 from tiny_flax import step_runner
 from tiny_flax import steps
-from tiny_flax.data import pipeline
+from tiny_flax import summaries
 
 
 def _init_from_torchvision(config, state):
@@ -44,29 +42,53 @@ def _init_from_torchvision(config, state):
       opt_state=state.tx.init(variables['params']))
 
 
-def _training_input(config, builder, par, train_step, start_step,
-                    steps_per_epoch):
-  """(compiled step, compiled steps in sequence, host batches, first images).
+class CompiledInput(NamedTuple):
+  """The steps compiled for a `data.Dataset`, and its batches from the host."""
+  train_step: Callable  # (state, batch) -> (state, metrics)
+  train_steps: Callable  # the same over stacked batches (steps.in_sequence)
+  eval_step: Callable  # (state, batch) -> metrics
+  batches: Iterator  # this process's training batches from the start step
+  first_images: np.ndarray  # the first batch's augmented images, for display
 
-  From tf.data, or with `config.input.on_device` from the training split kept
-  in device memory, augmented inside the step.
+
+def compile_input(config, dataset, par, train_step, start_step):
+  """`CompiledInput` of `train_step` and steps.eval_step fed by `dataset`.
+
+  From tf.data's batches; or, with resident data, from index batches, the
+  steps gathering and transforming their images on the devices. The
+  trainer and scripts/benchmark.py both train this way.
   """
-  if not config.input.on_device:
-    batches = pipeline.train_batches(builder, config, start_step=start_step)
-    first = next(batches)
-    return (*par.compile_train(train_step),
-            itertools.chain([first], batches), first['image'])
-  arrays = pipeline.decoded_train_arrays(builder)
-  resident = resident_data.place(par, train_step, arrays, config.input.train,
-                                 config.batch_size, steps_per_epoch,
-                                 config.seed, start_step)
-  logging.info('Training split resident on the devices: %d images, %.2f GB.',
-               len(arrays['label']), arrays['image'].nbytes / 1e9)
-  first = next(resident.batches)
-  first_images = jax.jit(resident.augment)(arrays['image'][first['index']],
-                                           resident.key)
-  return (resident.step, resident.steps,
-          itertools.chain([first], resident.batches), np.asarray(first_images))
+  batches = dataset.train_batches(start_step)
+  first = next(batches)
+  batches = itertools.chain([first], batches)
+  resident = dataset.resident
+  if resident is None:
+    return CompiledInput(*par.compile_train(train_step),
+                         par.compile(steps.eval_step), batches, first['image'])
+
+  key = jax.random.key(config.seed + 2)
+
+  def body(state, batch, arrays):
+    step_key = jax.random.fold_in(jax.random.fold_in(key, state.step),
+                                  jax.lax.axis_index(steps.AXIS))
+    return train_step(state, resident.train_batch(arrays, batch, step_key))
+
+  def eval_body(state, batch, arrays):
+    return steps.eval_step(state, resident.eval_batch(arrays, batch))
+
+  train_images = resident.arrays['train']['image']
+  logging.info('Training and validation splits resident on the devices: '
+               '%d + %d images, %.2f GB.', len(train_images),
+               len(resident.arrays['validation']['image']),
+               data.resident_bytes(config) / 1e9)
+  arrays = par.replicate(resident.arrays)
+  with_arrays = lambda fn: lambda state, batch: fn(state, batch, arrays)
+  compiled, compiled_steps = par.compile_train(body, replicated_inputs=1)
+  first_images = jax.jit(resident.augment)(train_images[first['index']], key)
+  return CompiledInput(
+      with_arrays(compiled), with_arrays(compiled_steps),
+      with_arrays(par.compile(eval_body, replicated_inputs=1)), batches,
+      np.asarray(first_images))
 
 
 def image_grid(images, columns=8, rows=4):
@@ -106,13 +128,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   par.check_batch_size(config.batch_size)
   steps_per_dispatch = backend.steps_per_dispatch(config.steps_per_dispatch)
   # Mistakes in the config fail here, before minutes of data preparation.
-  model = steps.create_model(config, pipeline.NUM_CLASSES, steps.AXIS)
-  image_shape = pipeline.image_shape(config)
+  model = steps.create_model(config, data.NUM_CLASSES, steps.AXIS)
+  image_shape = data.image_shape(config)
   optim.check(config)
+  on_device = backend.input_on_device(
+      config.input.on_device, data.resident_bytes(config),
+      backend.tensorflow_installed())
+  logging.info('Input: %s (config.input.on_device=%s).',
+               'resident in device memory' if on_device else 'tf.data',
+               config.input.on_device)
 
-  builder = pipeline.prepare(config)
-  checkpointing.save_class_names(workdir, pipeline.class_names(builder))
-  steps_per_epoch = pipeline.steps_per_epoch(builder, config.batch_size)
+  dataset = data.prepare(config, on_device)
+  checkpointing.save_class_names(workdir, dataset.class_names)
+  steps_per_epoch = dataset.steps_per_epoch
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else config.num_epochs * steps_per_epoch)
   learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
@@ -125,10 +153,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if start_step == 0 and config.init_from:
     state = _init_from_torchvision(config, state)
 
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
+  writer = summaries.create_writer(workdir,
+                                   just_logging=jax.process_index() > 0)
   if start_step == 0:
-    writer.write_hparams(report.flat_config(config))
+    writer.write_hparams(summaries.flat_config(config))
   logging.info('Training %s for %d steps (%d per epoch) from step %d on %d '
                'devices with %s, %d steps per dispatch.', config.model,
                num_steps, steps_per_epoch, start_step, par.num_devices,
@@ -137,20 +165,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_step = functools.partial(
       steps.train_step, dropout_key=jax.random.key(config.seed + 1),
       label_smoothing=config.label_smoothing)
-  p_train_step, p_train_steps, host_batches, first_images = _training_input(
-      config, builder, par, train_step, start_step, steps_per_epoch)
+  compiled = compile_input(config, dataset, par, train_step, start_step)
   writer.write_images(start_step, {
-      'augmented_train_images': image_grid(first_images)[None]})
-  p_eval_step = par.compile(steps.eval_step)
-  eval_batches = pipeline.EvalBatches(builder, config)
+      'augmented_train_images': image_grid(compiled.first_images)[None]})
   sizes = step_runner.dispatch_sizes(
       start_step, num_steps, steps_per_dispatch,
       (config.log_every_steps, steps_per_epoch, config.checkpoint_every_steps))
-  runner = step_runner.StepRunner(par, p_train_step, par.replicate(state),
-                                  host_batches, sizes, p_train_steps)
+  runner = step_runner.StepRunner(par, compiled.train_step,
+                                  par.replicate(state), compiled.batches,
+                                  sizes, compiled.train_steps)
   del state  # the runner's replicated copy is the one that trains
-  report_progress = periodic_actions.ReportProgress(
-      num_train_steps=num_steps, writer=writer)
+  report_progress = summaries.report_progress(num_steps, writer)
   bars = progress.EpochBars(steps_per_epoch, num_steps, config.batch_size,
                             mode=progress_bars if jax.process_index() == 0
                             else 'off')
@@ -211,7 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
       if epoch_end:
         with report_progress.timed('eval'):
-          eval_metrics = evaluate(p_eval_step, runner.state, eval_batches, par)
+          eval_metrics = evaluate(compiled.eval_step, runner.state,
+                                  dataset.eval_batches, par)
         eval_metrics = {f'val_{k}': v for k, v in eval_metrics.items()}
         eval_metrics['epoch'] = step / steps_per_epoch
         writer.write_scalars(step, eval_metrics)

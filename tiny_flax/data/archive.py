@@ -4,9 +4,12 @@ Shared by the TFDS builder and by the PyTorch reference trainer, which must not
 load TensorFlow (torchvision crashes when imported after it).
 """
 
+import hashlib
 import io
 import os
+import socket
 from typing import NamedTuple
+import urllib.parse
 import zipfile
 
 from PIL import Image
@@ -19,6 +22,8 @@ ROOT = 'tiny-imagenet-200'
 NUM_CLASSES = 200
 IMAGE_SHAPE = (64, 64, 3)
 NUM_TRAIN = 100_000
+NUM_VALIDATION = 10_000
+ARCHIVE_MD5 = '90528d7ca1a48142e341f4ef8d21d0de'
 
 
 class DatasetError(errors.UserError):
@@ -164,3 +169,18 @@ def _validation_examples(source, wnids):
           f'{ARCHIVE_NAME}.')
     examples.append((f'{ROOT}/val/images/{file_name}', wnid))
   return examples
+
+
+def md5(path):
+  digest = hashlib.md5()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def check_reachable(url, timeout=10):
+  """Fails in seconds when offline, where a download would retry for minutes."""
+  parts = urllib.parse.urlsplit(url)
+  with socket.create_connection((parts.hostname, parts.port or 80), timeout):
+    pass

@@ -7,7 +7,6 @@ number of batches so that collective steps stay in lockstep.
 """
 
 import math
-import os
 
 import jax
 from jax.experimental import multihost_utils
@@ -15,44 +14,41 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tiny_flax.data import archive
-from tiny_flax.data import fake
-from tiny_flax.data import preprocess
+from tiny_flax import data
+from tiny_flax.data import locate
+from tiny_flax.data import tf_transforms
 # Registers the TFDS builder that tfds.builder('tiny_imagenet') finds.
 from tiny_flax.data import tiny_imagenet  # pylint: disable=unused-import
-
-NUM_CLASSES = archive.NUM_CLASSES
 
 # JAX owns the accelerators; tf.data runs on the host CPU.
 tf.config.set_visible_devices([], 'GPU')
 
 
-def _fake_dirs(config):
-  """Fake archives live apart from real data, one folder per size."""
-  size = f'{config.dataset.fake_train_per_class}-{config.dataset.fake_val_per_class}'
-  root = os.path.join(os.path.expanduser('~/.cache/tiny_flax'), f'fake-{size}')
-  return (config.dataset.manual_dir or root,
-          config.dataset.data_dir or os.path.join(root, 'tfds'))
+def dataset(config):
+  """The config's `data.Dataset` from TFDS records, prepared on first use."""
+  builder = prepare(config)
+  batch_size = data.local_batch_size(config.batch_size)
+  num_train = builder.info.splits['train'].num_examples
+  steps_per_epoch = (num_train // jax.process_count()) // batch_size
+  data.check_steps_per_epoch(steps_per_epoch, config.batch_size, num_train)
+  return data.Dataset(
+      class_names=class_names(builder),
+      steps_per_epoch=steps_per_epoch,
+      image_shape=data.image_shape(config),
+      local_batch_size=batch_size,
+      train_batches=lambda start_step: train_batches(
+          builder, config.input.train, batch_size, steps_per_epoch,
+          seed=config.seed, shuffle_buffer=config.input.shuffle_buffer,
+          cache=config.input.cache, start_step=start_step),
+      eval_batches=EvalBatches(builder, config.input.eval, batch_size,
+                               config.steps_per_eval, config.input.cache))
 
 
 def prepare(config):
   """Returns the TFDS builder of the config's dataset, prepared on first use."""
-  if config.dataset.source == 'fake':
-    manual_dir, data_dir = _fake_dirs(config)
-    archive_path = os.path.join(manual_dir, archive.ARCHIVE_NAME)
-    if not os.path.exists(archive_path):
-      fake.write_archive(archive_path,
-                         train_per_class=config.dataset.fake_train_per_class,
-                         val_per_class=config.dataset.fake_val_per_class)
-  elif config.dataset.source == 'official':
-    manual_dir, data_dir = config.dataset.manual_dir, config.dataset.data_dir
-  else:
-    raise archive.DatasetError(
-        f'config.dataset.source must be "official" or "fake", got '
-        f'{config.dataset.source!r}.')
-  builder = tfds.builder('tiny_imagenet', data_dir=data_dir or None)
-  download_config = tfds.download.DownloadConfig(
-      manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
+  manual_dir, data_dir = locate.dirs(config)
+  builder = tfds.builder('tiny_imagenet', data_dir=data_dir)
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
   # One process prepares (on a shared data_dir); the others wait, then reuse.
   if jax.process_index() == 0:
     builder.download_and_prepare(download_config=download_config)
@@ -66,14 +62,6 @@ def class_names(builder):
   """(wnid, human-readable name) for each class index."""
   names = builder.info.metadata['class_names']
   return [(wnid, names[wnid]) for wnid in builder.info.features['label'].names]
-
-
-def image_shape(config):
-  """Shape of one evaluation image; checks both of the config's recipes."""
-  preprocess.for_config(config, train=True)
-  process_fn = preprocess.for_config(config, train=False)
-  return tuple(process_fn(tf.zeros(archive.IMAGE_SHAPE, tf.uint8),
-                          tf.zeros([2], tf.int32)).shape)
 
 
 def _decode(example):
@@ -95,40 +83,24 @@ def _decoded(builder, split, cache, count=-1):
   return ds.cache() if cache else ds
 
 
-def steps_per_epoch(builder, global_batch_size):
-  examples = builder.info.splits['train'].num_examples // jax.process_count()
-  return examples // (global_batch_size // jax.process_count())
+def train_batches(builder, transforms, batch_size, batches_per_epoch, *,
+                  seed, shuffle_buffer, cache, start_step=0):
+  """Endless iterator of this process's training batches from `start_step` on.
 
-
-def decoded_train_arrays(builder):
-  """This process's training split as numpy: uint8 images [N, 64, 64, 3], labels."""
-  ds = _decoded(builder, 'train', cache=False).batch(4096)
-  parts = list(ds.as_numpy_iterator())
-  return {key: np.concatenate([part[key] for part in parts])
-          for key in ('image', 'label')}
-
-
-def train_batches(builder, config, *, start_step=0):
-  """Endless iterator of this process's training batches from `start_step` on."""
-  local_batch_size = config.batch_size // jax.process_count()
-  batches_per_epoch = steps_per_epoch(builder, config.batch_size)
-  if batches_per_epoch == 0:
-    raise archive.DatasetError(
-        f'batch_size {config.batch_size} is larger than the training split '
-        f'({builder.info.splits["train"].num_examples} examples).')
-  decoded = _decoded(builder, 'train', config.input.cache)
-  per_image_fn, pointwise_fn = preprocess.split_for_config(config, train=True)
+  `batch_size` is this process's share; `transforms` the training string.
+  """
+  decoded = _decoded(builder, 'train', cache)
+  per_image_fn, pointwise_fn = tf_transforms.build_split(transforms)
 
   def epoch(index, skip_examples):
-    shuffled = decoded.shuffle(config.input.shuffle_buffer,
-                               seed=config.seed * 100_003 + index)
-    examples = shuffled.take(batches_per_epoch * local_batch_size).enumerate()
+    shuffled = decoded.shuffle(shuffle_buffer, seed=seed * 100_003 + index)
+    examples = shuffled.take(batches_per_epoch * batch_size).enumerate()
 
     def augment(position, example):
-      seed = tf.random.experimental.stateless_fold_in(
-          tf.cast(tf.stack([config.seed, index]), tf.int32),
+      example_seed = tf.random.experimental.stateless_fold_in(
+          tf.cast(tf.stack([seed, index]), tf.int32),
           tf.cast(position, tf.int32))
-      return {'image': per_image_fn(example['image'], seed),
+      return {'image': per_image_fn(example['image'], example_seed),
               'label': example['label']}
     return examples.skip(skip_examples).map(
         augment, num_parallel_calls=tf.data.AUTOTUNE)
@@ -136,9 +108,9 @@ def train_batches(builder, config, *, start_step=0):
   first_epoch, steps_done = divmod(start_step, batches_per_epoch)
   later_epochs = tf.data.Dataset.range(first_epoch + 1, 1 << 40).flat_map(
       lambda index: epoch(index, 0))
-  ds = epoch(first_epoch, steps_done * local_batch_size).concatenate(
+  ds = epoch(first_epoch, steps_done * batch_size).concatenate(
       later_epochs)
-  ds = ds.batch(local_batch_size, drop_remainder=True)
+  ds = ds.batch(batch_size, drop_remainder=True)
   ds = ds.map(_batch_map(pointwise_fn), num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
@@ -155,16 +127,17 @@ class EvalBatches:
   validation pass per epoch decodes the split only the first time.
   """
 
-  def __init__(self, builder, config, split='validation'):
-    self._batch_size = config.batch_size // jax.process_count()
+  def __init__(self, builder, transforms, batch_size, max_batches=-1,
+               cache=True, split='validation'):
+    self._batch_size = batch_size
     total = builder.info.splits[split].num_examples
     self._num_batches = math.ceil(
         math.ceil(total / jax.process_count()) / self._batch_size)
-    if config.steps_per_eval > 0:
-      self._num_batches = min(self._num_batches, config.steps_per_eval)
-    per_image_fn, pointwise_fn = preprocess.split_for_config(config, train=False)
+    if max_batches > 0:
+      self._num_batches = min(self._num_batches, max_batches)
+    per_image_fn, pointwise_fn = tf_transforms.build_split(transforms)
     no_seed = tf.zeros([2], tf.int32)
-    ds = _decoded(builder, split, config.input.cache,
+    ds = _decoded(builder, split, cache,
                   self._num_batches * self._batch_size).map(
         lambda ex: {'image': per_image_fn(ex['image'], no_seed),
                     'label': ex['label']},

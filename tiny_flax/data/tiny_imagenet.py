@@ -8,33 +8,12 @@ accuracy. The JPEG bytes are stored untouched, so decoding them here and in PIL
 gives the same pixels.
 """
 
-import hashlib
 import os
-import socket
-import urllib.parse
 
 import tensorflow_datasets as tfds
 import tqdm
 
 from tiny_flax.data import archive
-
-
-ARCHIVE_MD5 = '90528d7ca1a48142e341f4ef8d21d0de'
-
-
-def _md5(path):
-  digest = hashlib.md5()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def _check_reachable(url, timeout=10):
-  """Fails in seconds when offline, where TFDS would retry for minutes."""
-  parts = urllib.parse.urlsplit(url)
-  with socket.create_connection((parts.hostname, parts.port or 80), timeout):
-    pass
 
 
 class TinyImagenet(tfds.core.GeneratorBasedBuilder):
@@ -67,7 +46,7 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
       if source is not None:
         return source
     try:
-      _check_reachable(archive.URL)
+      archive.check_reachable(archive.URL)
       path = os.fspath(dl_manager.download(archive.URL))
     except Exception as e:  # pylint: disable=broad-except
       looked = f'{manual_dir!r} has no {archive.ARCHIVE_NAME} or {archive.ROOT}/, and ' if (
@@ -78,7 +57,7 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
           f'({type(e).__name__}: {str(e)[:200]}). Download the zip on a '
           f'machine with network access and {where}, or pass '
           '--config.dataset.manual_dir=FOLDER holding it.') from e
-    if _md5(path) != ARCHIVE_MD5:
+    if archive.md5(path) != archive.ARCHIVE_MD5:
       raise archive.DatasetError(
           f'The download of {archive.URL} at {path} is corrupt (md5 mismatch). '
           'Delete it and run again.')

@@ -3,7 +3,7 @@
 With `config.input.on_device`, the decoded uint8 training split lives in
 device memory and the jitted train step gathers its batch and augments it
 with these ops, so the host only feeds indices. They have the semantics of
-the tf.data ops (tiny_flax/data/preprocess.py), that is torchvision's: the
+the tf.data ops (tiny_flax/data/tf_transforms.py), that is torchvision's: the
 same crop-box sampler and PIL's bilinear resampling, written as two small
 matrices per image so that every image of a batch can have its own box.
 
@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from tiny_flax import recipes
+from tiny_flax.data import transforms
 
 _OPS = {}
 
@@ -101,8 +101,8 @@ def random_horizontal_flip(p=0.5):
 
 @_register('random_resized_crop')
 def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-  size = recipes.positive_size('random_resized_crop', size)
-  recipes.check_crop_ranges(scale, ratio)
+  size = transforms.positive_size('random_resized_crop', size)
+  transforms.check_crop_ranges(scale, ratio)
 
   def op(images, key):
     batch, height, width, _ = images.shape
@@ -114,14 +114,14 @@ def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
 @_register('resize')
 def resize(size):
   if isinstance(size, int):
-    recipes.positive_size('resize', size)
+    transforms.positive_size('resize', size)
   else:
-    size = recipes.positive_size('resize', size)
+    size = transforms.positive_size('resize', size)
 
   def op(images, key):
     del key
     batch, height, width, _ = images.shape
-    new_size = (recipes.resized_shorter_side(height, width, size)
+    new_size = (transforms.resized_shorter_side(height, width, size)
                 if isinstance(size, int) else size)
     whole = (jnp.zeros(batch), jnp.zeros(batch), jnp.full(batch, height),
              jnp.full(batch, width))
@@ -131,7 +131,7 @@ def resize(size):
 
 @_register('center_crop')
 def center_crop(size):
-  crop_h, crop_w = recipes.positive_size('center_crop', size)
+  crop_h, crop_w = transforms.positive_size('center_crop', size)
 
   def op(images, key):
     del key
@@ -155,14 +155,14 @@ def normalize(mean, std):
   mean = jnp.broadcast_to(jnp.asarray(mean, jnp.float32), (3,))
   std = jnp.broadcast_to(jnp.asarray(std, jnp.float32), (3,))
   if bool((std <= 0).any()):
-    raise recipes.PreprocessError(
+    raise transforms.PreprocessError(
         f'normalize: std must be positive, got {std!r}.')
   return lambda images, key: (images - mean) / std
 
 
 def build(recipe):
   """fn(uint8 images [B, H, W, C], key) -> float32 images, jit-compatible."""
-  ops = [op for _, op in recipes.instantiate(recipe, _OPS)]
+  ops = [op for _, op in transforms.instantiate(recipe, _OPS)]
 
   def fn(images, key):
     for op, op_key in zip(ops, jax.random.split(key, len(ops))):

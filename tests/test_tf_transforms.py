@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 import tensorflow as tf
 
-from tiny_flax.data import preprocess
+from tiny_flax.data import tf_transforms
 
 torch = pytest.importorskip('torch')
 transforms = pytest.importorskip('torchvision.transforms')
@@ -30,7 +30,7 @@ def images(fake_manual_dir):
 
 
 def _ours(recipe, image, seed=(0, 0)):
-  return preprocess.build(recipe)(tf.constant(image),
+  return tf_transforms.build(recipe)(tf.constant(image),
                                   tf.constant(seed, tf.int32)).numpy()
 
 
@@ -67,7 +67,7 @@ def test_normalize_matches_torchvision(images):
                                  (10, 20, 7, 9)])
 def test_resized_crop_matches_torchvision_on_a_fixed_box(images, box):
   for image in images:
-    ours = preprocess.resized_crop(tf.constant(image), box, (224, 224)).numpy()
+    ours = tf_transforms.resized_crop(tf.constant(image), box, (224, 224)).numpy()
     theirs = np.asarray(functional.resized_crop(Image.fromarray(image), *box,
                                                 [224, 224]))
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
@@ -75,7 +75,7 @@ def test_resized_crop_matches_torchvision_on_a_fixed_box(images, box):
 
 def _our_boxes(count, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
   ds = tf.data.Dataset.range(count).map(lambda i: tf.stack(
-      preprocess.sample_crop_box(height, width,
+      tf_transforms.sample_crop_box(height, width,
                                  tf.stack([7, tf.cast(i, tf.int32)]),
                                  scale, ratio)))
   return np.stack(list(ds.as_numpy_iterator()))
@@ -114,7 +114,7 @@ def test_box_sampler_falls_back_to_the_central_crop():
 
 
 def test_flip_rate_is_one_half(images):
-  flip = preprocess.random_horizontal_flip()
+  flip = tf_transforms.random_horizontal_flip()
   image = tf.constant(images[-1])
   flipped = [not np.array_equal(flip(image, tf.constant([3, i])).numpy(),
                                 images[-1]) for i in range(2000)]
@@ -140,13 +140,13 @@ def test_same_seed_same_output(images):
     ('resize(64', 'Cannot parse'),
 ])
 def test_bad_recipes_fail_at_build_time(recipe, message):
-  with pytest.raises(preprocess.PreprocessError, match=message):
-    preprocess.build(recipe)
+  with pytest.raises(tf_transforms.PreprocessError, match=message):
+    tf_transforms.build(recipe)
 
 
 def test_pipeline_halves_compose_to_the_per_image_function(images):
   recipe = 'random_horizontal_flip|to_tensor|normalize(0.5, 0.25)'
-  per_image, pointwise = preprocess.build_split(recipe)
+  per_image, pointwise = tf_transforms.build_split(recipe)
   seed = tf.constant([4, 2])
   halves = pointwise(per_image(tf.constant(images[0]), seed), seed).numpy()
   np.testing.assert_array_equal(halves, _ours(recipe, images[0], (4, 2)))

@@ -3,8 +3,8 @@
     'random_horizontal_flip|random_resized_crop(224)|to_tensor|normalize(0.5, 0.5)'
 
 Parsed here, without TensorFlow, for both implementations of the ops: the
-tf.data one (tiny_flax/data/preprocess.py) and the on-device JAX one
-(tiny_flax/device_preprocess.py).
+tf.data one (tiny_flax/data/tf_transforms.py) and the on-device JAX one
+(tiny_flax/jax_transforms.py).
 """
 
 import ast

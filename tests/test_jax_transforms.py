@@ -8,10 +8,10 @@ from scipy import stats
 import tensorflow as tf
 
 import conftest
-from tiny_flax import device_preprocess
-from tiny_flax import recipes
-from tiny_flax import resident_data
-from tiny_flax.data import preprocess
+from tiny_flax.data import jax_transforms
+from tiny_flax.data import resident
+from tiny_flax.data import transforms
+from tiny_flax.data import tf_transforms
 
 
 @pytest.fixture(scope='module')
@@ -26,9 +26,9 @@ def images():
                                  (40, 0, 24, 17), (10, 20, 7, 9)])
 def test_resized_crop_matches_tf_on_a_fixed_box(images, box):
   boxes = tuple(jnp.full((len(images),), v) for v in box)
-  ours = np.asarray(device_preprocess.resized_crop(images, boxes, (224, 96)))
+  ours = np.asarray(jax_transforms.resized_crop(images, boxes, (224, 96)))
   for image, resized in zip(images, ours):
-    theirs = preprocess.resized_crop(tf.constant(image), box, (224, 96)).numpy()
+    theirs = tf_transforms.resized_crop(tf.constant(image), box, (224, 96)).numpy()
     assert np.abs(resized - theirs.astype(np.float32)).max() <= 1
 
 
@@ -37,18 +37,18 @@ def test_resized_crop_matches_tf_on_a_fixed_box(images, box):
     'resize((80, 50))|center_crop(47)|to_tensor', 'resize(40)|to_tensor',
     'center_crop(70)|to_tensor'])
 def test_eval_recipes_match_tf(images, recipe):
-  ours = np.asarray(device_preprocess.build(recipe)(images, jax.random.key(0)))
-  theirs = np.stack([preprocess.build(recipe)(tf.constant(i), tf.zeros([2], tf.int32))
+  ours = np.asarray(jax_transforms.build(recipe)(images, jax.random.key(0)))
+  theirs = np.stack([tf_transforms.build(recipe)(tf.constant(i), tf.zeros([2], tf.int32))
                      for i in images])
   np.testing.assert_allclose(ours, theirs, atol=1.01 / 255)
 
 
 def test_sampled_boxes_follow_the_tf_sampler():
-  top, left, box_h, box_w = (np.asarray(v) for v in device_preprocess.sample_crop_boxes(
+  top, left, box_h, box_w = (np.asarray(v) for v in jax_transforms.sample_crop_boxes(
       jax.random.key(1), 3000, 64, 64, (0.08, 1.0), (3 / 4, 4 / 3)))
   assert (top + box_h <= 64).all() and (left + box_w <= 64).all()
   reference = tf.data.Dataset.range(3000).map(lambda i: tf.stack(
-      preprocess.sample_crop_box(64, 64, tf.stack([5, tf.cast(i, tf.int32)]),
+      tf_transforms.sample_crop_box(64, 64, tf.stack([5, tf.cast(i, tf.int32)]),
                                  (0.08, 1.0), (3 / 4, 4 / 3))))
   ref_top, ref_left, ref_h, ref_w = np.stack(
       list(reference.as_numpy_iterator())).T
@@ -58,36 +58,36 @@ def test_sampled_boxes_follow_the_tf_sampler():
 
 
 def test_fallback_box_matches_tf():
-  boxes = device_preprocess.sample_crop_boxes(jax.random.key(0), 4, 48, 80,
+  boxes = jax_transforms.sample_crop_boxes(jax.random.key(0), 4, 48, 80,
                                               (0.9, 1.0), (10.0, 12.0))
-  expected = preprocess.sample_crop_box(48, 80, tf.constant([0, 0]),
+  expected = tf_transforms.sample_crop_box(48, 80, tf.constant([0, 0]),
                                         (0.9, 1.0), (10.0, 12.0))
   for ours, theirs in zip(boxes, expected):
     assert set(np.asarray(ours).tolist()) == {int(theirs)}
 
 
 def test_flip_rate_and_determinism(images):
-  flip = device_preprocess.random_horizontal_flip()
+  flip = jax_transforms.random_horizontal_flip()
   batch = jnp.asarray(np.repeat(images[:1], 2000, axis=0))
   flipped = np.asarray(flip(batch, jax.random.key(3)))
   rate = np.mean([not np.array_equal(f, images[0]) for f in flipped])
   assert abs(rate - 0.5) < 0.04
-  augment = device_preprocess.build('random_resized_crop(32)|to_tensor')
+  augment = jax_transforms.build('random_resized_crop(32)|to_tensor')
   np.testing.assert_array_equal(augment(images, jax.random.key(4)),
                                 augment(images, jax.random.key(4)))
 
 
 def test_bad_recipe_fails_like_the_tf_one():
-  with pytest.raises(recipes.PreprocessError, match='Known ops'):
-    device_preprocess.build('random_crop(3)|to_tensor')
+  with pytest.raises(transforms.PreprocessError, match='Known ops'):
+    jax_transforms.build('random_crop(3)|to_tensor')
 
 
 def test_index_batches_are_a_function_of_seed_and_epoch():
-  full = [b['index'] for b, _ in zip(resident_data.index_batches(100, 10, 10, 0), range(25))]
+  full = [b['index'] for b, _ in zip(resident.train_batches(100, 10, 10, 0), range(25))]
   assert sorted(np.concatenate(full[:10]).tolist()) == list(range(100))
   assert not np.array_equal(full[0], full[10])
   resumed = [b['index'] for b, _ in zip(
-      resident_data.index_batches(100, 10, 10, 0, start_step=13), range(5))]
+      resident.train_batches(100, 10, 10, 0, start_step=13), range(5))]
   for a, b in zip(full[13:18], resumed):
     np.testing.assert_array_equal(a, b)
 
@@ -106,7 +106,7 @@ def test_training_with_data_on_device(tmp_path, fake_config, fake_builder):
          for key in ('manual_dir', 'data_dir', 'fake_train_per_class',
                      'fake_val_per_class')])
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'Training split resident on the devices' in result.stderr
+  assert 'Training and validation splits resident on the devices' in result.stderr
   assert '3 steps per dispatch' in result.stderr
   assert "'val_top1'" in result.stderr
   assert (workdir / 'checkpoints' / '10').exists()

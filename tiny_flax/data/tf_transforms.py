@@ -14,8 +14,8 @@ import math
 
 import tensorflow as tf
 
-from tiny_flax import recipes
-from tiny_flax.recipes import PreprocessError
+from tiny_flax.data import transforms
+from tiny_flax.data.transforms import PreprocessError
 
 _OPS = {}
 # Ops that act on each pixel alone: the pipeline runs them on whole batches.
@@ -60,7 +60,7 @@ def random_horizontal_flip(p=0.5):
 def resize(size):
   """An int resizes the shorter side, keeping the aspect ratio (truncated)."""
   if isinstance(size, int):
-    recipes.positive_size('resize', size)
+    transforms.positive_size('resize', size)
 
     def op(image, seed):
       del seed
@@ -71,14 +71,14 @@ def resize(size):
                           tf.stack([new_long, size]))
       return _resize(image, new_size)
     return op
-  new_size = recipes.positive_size('resize', size)
+  new_size = transforms.positive_size('resize', size)
   return lambda image, seed: _resize(image, new_size)
 
 
 @register('center_crop')
 def center_crop(size):
   """Pads with zeros when the crop is larger than the image, as torchvision."""
-  crop_h, crop_w = recipes.positive_size('center_crop', size)
+  crop_h, crop_w = transforms.positive_size('center_crop', size)
 
   def op(image, seed):
     del seed
@@ -142,8 +142,8 @@ def resized_crop(image, box, size):
 
 @register('random_resized_crop')
 def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-  size = recipes.positive_size('random_resized_crop', size)
-  recipes.check_crop_ranges(scale, ratio)
+  size = transforms.positive_size('random_resized_crop', size)
+  transforms.check_crop_ranges(scale, ratio)
 
   def op(image, seed):
     box = sample_crop_box(tf.shape(image)[0], tf.shape(image)[1], seed,
@@ -195,7 +195,7 @@ def build_split(recipe):
   The pipeline maps the first over single uint8 images and the second over
   whole batches, where conversion and normalisation cost far less.
   """
-  named_ops = recipes.instantiate(recipe, _OPS)
+  named_ops = transforms.instantiate(recipe, _OPS)
   names = [name for name, _ in named_ops]
   ops = [op for _, op in named_ops]
   cut = len(names)
@@ -208,17 +208,3 @@ def build(recipe):
   """Composes a recipe (string with '|' or list of strings) into one fn."""
   per_image, pointwise = build_split(recipe)
   return lambda image, seed: pointwise(per_image(image, seed), seed)
-
-
-def _recipe(config, train):
-  return config.input.train if train else config.input.eval
-
-
-def for_config(config, train):
-  """The per-image function of a config: fn(uint8 HxWx3, int32[2] seed)."""
-  return build(_recipe(config, train))
-
-
-def split_for_config(config, train):
-  """The same function as `for_config`, in the two halves the pipeline maps."""
-  return build_split(_recipe(config, train))
