@@ -70,15 +70,15 @@ def fake_builder(fake_config):
   return pipeline.prepare(fake_config)
 
 
-def run_python(args, env=None, timeout=600, cwd=REPO, repo_on_path=True):
+def run_python(args, env=None, timeout=600, cwd=REPO, repo_on_path=True,
+               path=()):
   """Runs `python args...` in a fresh process (from the repo root by default).
 
   `repo_on_path=False` runs it as a user would outside the repo root, with
-  no PYTHONPATH.
+  no PYTHONPATH; `path` lists folders to put on it first.
   """
   full_env = dict(os.environ, **(env or {}))
-  full_env.pop('PYTHONPATH', None)
-  if repo_on_path:
-    full_env['PYTHONPATH'] = REPO
+  full_env['PYTHONPATH'] = os.pathsep.join(
+      list(path) + ([REPO] if repo_on_path else []))
   return subprocess.run([sys.executable] + list(args), cwd=cwd, env=full_env,
                         capture_output=True, text=True, timeout=timeout)

@@ -11,7 +11,6 @@ import collections
 import contextlib
 import io
 import os
-import socket
 import time
 
 from absl import logging
@@ -104,7 +103,7 @@ class EventWriter:
     if logdir:
       os.makedirs(logdir, exist_ok=True)
       self._events = event_file_writer.EventFileWriter(
-          logdir, filename_suffix=f'.{socket.gethostname()}.tiny_flax.v2')
+          logdir, filename_suffix='.v2')
 
   def _write(self, step, values):
     if self._events is not None:

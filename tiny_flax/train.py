@@ -9,6 +9,7 @@ import functools
 import itertools
 import math
 import sys
+import time
 from typing import Callable, Iterator, NamedTuple
 
 from absl import logging
@@ -138,7 +139,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                'resident in device memory' if on_device else 'tf.data',
                config.input.on_device)
 
+  started = time.perf_counter()
   dataset = data.prepare(config, on_device)
+  logging.info('Input prepared in %.1f s.', time.perf_counter() - started)
   checkpointing.save_class_names(workdir, dataset.class_names)
   steps_per_epoch = dataset.steps_per_epoch
   num_steps = (config.num_train_steps if config.num_train_steps > 0
@@ -165,6 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_step = functools.partial(
       steps.train_step, dropout_key=jax.random.key(config.seed + 1),
       label_smoothing=config.label_smoothing)
+  compile_started = time.perf_counter()
   compiled = compile_input(config, dataset, par, train_step, start_step)
   writer.write_images(start_step, {
       'augmented_train_images': image_grid(compiled.first_images)[None]})
@@ -218,6 +222,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       first = step + 1
       with jax.profiler.StepTraceAnnotation('train', step_num=first):
         step += runner.step()
+      if first == start_step + 1:
+        jax.block_until_ready(runner.state)
+        logging.info('First train call, compilation included: %.1f s.',
+                     time.perf_counter() - compile_started)
       report_progress(step)
       for dispatched in range(first, step + 1):
         bars.update(dispatched)
@@ -235,13 +243,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           save(step)
 
       if epoch_end:
+        eval_started = time.perf_counter()
         with report_progress.timed('eval'):
           eval_metrics = evaluate(compiled.eval_step, runner.state,
                                   dataset.eval_batches, par)
         eval_metrics = {f'val_{k}': v for k, v in eval_metrics.items()}
         eval_metrics['epoch'] = step / steps_per_epoch
         writer.write_scalars(step, eval_metrics)
-        logging.info('Step %d: %s', step, eval_metrics)
+        logging.info('Step %d: %s (validation %.1f s)', step, eval_metrics,
+                     time.perf_counter() - eval_started)
         check_finite(step, {'val_loss': eval_metrics['val_loss']})
         save(step, eval_metrics)
 

@@ -15,6 +15,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tiny_flax.data import transforms
 
@@ -152,9 +153,9 @@ def to_tensor():
 
 @_register('normalize')
 def normalize(mean, std):
-  mean = jnp.broadcast_to(jnp.asarray(mean, jnp.float32), (3,))
-  std = jnp.broadcast_to(jnp.asarray(std, jnp.float32), (3,))
-  if bool((std <= 0).any()):
+  mean = np.broadcast_to(np.asarray(mean, np.float32), (3,))
+  std = np.broadcast_to(np.asarray(std, np.float32), (3,))
+  if (std <= 0).any():
     raise transforms.PreprocessError(
         f'normalize: std must be positive, got {std!r}.')
   return lambda images, key: (images - mean) / std

@@ -1,0 +1,52 @@
+"""scripts/accelerator_results.sh on the CPU, where TensorFlow is absent."""
+
+import json
+import os
+import subprocess
+import tarfile
+
+import conftest
+
+BLOCK = os.path.join(conftest.REPO, 'tests', 'without_tensorflow')
+
+
+def test_trains_evaluates_and_packs_each_model(tmp_path, fake_manual_dir):
+  out = tmp_path / 'out'
+  extra = ' '.join([
+      '--config.dataset.source=fake',
+      f'--config.dataset.manual_dir={fake_manual_dir}',
+      f'--config.dataset.data_dir={tmp_path / "data"}',
+      f'--config.dataset.fake_train_per_class={conftest.TRAIN_PER_CLASS}',
+      f'--config.dataset.fake_val_per_class={conftest.VAL_PER_CLASS}',
+      '--config.num_train_steps=2', '--config.batch_size=8',
+      '--config.steps_per_eval=2', '--config.half_precision=false'])
+  env = dict(os.environ, EXTRA_FLAGS=extra,
+             PYTHONPATH=os.pathsep.join([BLOCK, conftest.REPO]))
+  result = subprocess.run(
+      ['bash', 'scripts/accelerator_results.sh', str(out), 'alexnet',
+       'resnet18'], cwd=conftest.REPO, env=env, capture_output=True,
+      text=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  packed = out / 'results.tar.gz'
+  assert packed.stat().st_size < 16 * 2**20
+  with tarfile.open(packed) as archive:
+    names = set(archive.getnames())
+    timings = archive.extractfile('./timings.tsv').read().decode().splitlines()
+    for model in ('alexnet', 'resnet18'):
+      for name in ('report/metrics.json', 'report/miss_rates.png',
+                   'report/curves.png', 'train.log', 'config.json'):
+        assert f'./{model}/{name}' in names
+      metrics = json.load(archive.extractfile(f'./{model}/report/metrics.json'))
+      assert (metrics['model'], metrics['step']) == (model, 2)
+      log = archive.extractfile(f'./{model}/train.log').read().decode()
+      assert 'Input: resident in device memory' in log
+      assert "'val_top1'" in log
+  assert [line.split('\t')[:2] for line in timings[1:]] == [
+      ['alexnet', '0'], ['resnet18', '0']]
+
+
+def test_an_unknown_model_is_named(tmp_path):
+  result = subprocess.run(
+      ['bash', 'scripts/accelerator_results.sh', str(tmp_path), 'vgg16'],
+      cwd=conftest.REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2 and 'Unknown model vgg16' in result.stderr
