@@ -30,7 +30,7 @@ def get_config():
   config.dataset.fake_train_per_class = 20
   config.dataset.fake_val_per_class = 5
 
-  # Preprocessing recipes, as torchvision.transforms.Compose lists (see
+  # Transforms, as torchvision.transforms.Compose lists (see
   # tiny_flax/data/tf_transforms.py for the ops).
   config.input = ml_collections.ConfigDict()
   config.input.train = 'random_horizontal_flip|to_tensor'

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from tiny_flax import errors
-from tiny_flax.data import transforms
+from tiny_flax.data import transforms as tiny_flax_transforms
 from tiny_flax.data import archive
 from tiny_flax.data import arrays
 
@@ -46,7 +46,7 @@ def _refuse(key, value, why):
 def compose(recipe):
   """The torchvision.transforms.Compose of a tiny_flax recipe string."""
   ops = []
-  for name, args, kwargs in transforms.parse(recipe):
+  for name, args, kwargs in tiny_flax_transforms.parse(recipe):
     if name not in _TRANSFORMS:
       raise errors.UserError(
           f'Preprocessing op {name!r} in {recipe!r} has no torchvision '

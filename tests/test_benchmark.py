@@ -62,7 +62,8 @@ def test_input_benchmark_writes_json(tmp_path, fake_manual_dir):
     assert rates['tiny_flax_img_s'] > 0 and rates['torch_img_s'] > 0
 
 
-@pytest.mark.parametrize('script', ['check_resume', 'compare_runs'])
+@pytest.mark.parametrize('script', ['check_resume', 'compare_runs',
+                                    'check_eval_transforms'])
 def test_scripts_run_by_their_path(script, tmp_path):
   """Every script starts the same way; two stand for them."""
   result = conftest.run_python(
@@ -75,11 +76,7 @@ def test_scripts_run_by_their_path(script, tmp_path):
 def test_gpu_script_runs_a_subset_on_cpu_without_tensorflow(tmp_path):
   """The device-lease script, cut down to one quick model, on a host where
   TensorFlow cannot be imported, as on the accelerator hosts (no GPU needed)."""
-  no_tensorflow = tmp_path / 'no_tensorflow'
-  no_tensorflow.mkdir()
-  for module in ('tensorflow', 'tensorflow_datasets'):
-    (no_tensorflow / f'{module}.py').write_text(
-        "raise ImportError('not installed on this host')\n")
+  no_tensorflow = os.path.join(conftest.REPO, 'tests', 'without_tensorflow')
   out = tmp_path / 'out'
   env = dict(os.environ, PYTHON=sys.executable,
              PYTHONPATH=f'{no_tensorflow}{os.pathsep}{conftest.REPO}',
@@ -88,7 +85,7 @@ def test_gpu_script_runs_a_subset_on_cpu_without_tensorflow(tmp_path):
                              '--resident_examples=64 --notorch_compile')
   blocked = subprocess.run([sys.executable, '-c', 'import tensorflow'],
                            env=env, capture_output=True, text=True)
-  assert 'not installed on this host' in blocked.stderr
+  assert 'tensorflow halted' in blocked.stderr
   result = subprocess.run(['bash', 'scripts/benchmark_gpu.sh', str(out)],
                           cwd=conftest.REPO, env=env, capture_output=True,
                           text=True, timeout=600)

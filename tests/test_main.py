@@ -140,11 +140,18 @@ def test_bad_preprocessing_op(tmp_path, smoke_data):
       "'flip'", 'random_horizontal_flip')
 
 
-def test_missing_data_without_network(tmp_path):
+@pytest.mark.parametrize('on_device', ['false', 'true'])
+def test_missing_data_without_network(tmp_path, on_device):
   result = _main(tmp_path / 'run', '--config.dataset.source=official',
                  f'--config.dataset.manual_dir={tmp_path / "nothing"}',
-                 f'--config.dataset.data_dir={tmp_path / "tfds"}')
+                 f'--config.dataset.data_dir={tmp_path / "tfds"}',
+                 f'--config.input.on_device={on_device}')
   _assert_user_error(result, 'tiny-imagenet-200.zip', 'manual_dir')
+
+
+def test_a_bad_on_device_value_is_refused(tmp_path, smoke_data):
+  result = _main(tmp_path / 'run', '--config.input.on_device=yes', *smoke_data)
+  _assert_user_error(result, 'config.input.on_device', "'yes'")
 
 
 def test_workdir_of_another_model_is_refused(tmp_path, smoke_data):

@@ -111,6 +111,37 @@ def test_two_processes_train_as_one_stop_together_and_fail_together(
   assert pair[0].returncode != 0, log[-3000:]
 
 
+def _validation(log):
+  """{metric: value} of the last validation a log reports."""
+  found = re.findall(r"'val_loss': ([\d.e-]+), 'val_top1': ([\d.e-]+)", log)
+  assert found, log[-3000:]
+  return [float(v) for v in found[-1]]
+
+
+def test_two_processes_train_from_device_memory_as_one(fake_config,
+                                                       fake_builder, tmp_path):
+  """Each process holds its share of both splits; together they are one run."""
+  del fake_builder  # prepared once for the session
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  flags = ('--config.num_train_steps=2', '--config.input.on_device=true')
+  result = conftest.run_python(
+      _command(one, fake_config, *flags)[1:],
+      env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  pair = _start_pair(_command(two, fake_config, *flags), tmp_path / 'pair')
+  logs = _wait(pair, tmp_path / 'pair')
+  for process, log in zip(pair, logs):
+    assert process.returncode == 0, log[-3000:]
+    assert 'Training and validation splits resident on the devices' in log
+  assert 'on 8 devices with shard_map' in logs[0]
+  _, expected = check_resume.final_checkpoint(one)
+  _, state = check_resume.final_checkpoint(two)
+  assert _largest_difference(expected['params'], state['params']) < 1e-5
+  # Every validation example counted once, whichever process holds it.
+  np.testing.assert_allclose(_validation(logs[0]),
+                             _validation(result.stderr), atol=1e-4)
+
+
 def _wait_for_step(process, log_path, step):
   while f'[{step}] learning_rate' not in log_path.read_text():
     assert process.poll() is None, f'the process ended before step {step}'

@@ -1,4 +1,4 @@
-"""Accelerator requirement files pin the jax of requirements.txt (no download)."""
+"""Requirement files: one jax version everywhere, TensorFlow only for tf.data (no download)."""
 
 import os
 import re
@@ -15,15 +15,30 @@ def _pins(name):
           for m in map(_PIN.match, lines) if m}
 
 
+def _packages(name):
+  with open(os.path.join(conftest.REPO, name)) as f:
+    return [l.split('==')[0].strip() for l in f
+            if l.strip() and not l.startswith('#')]
+
+
 def test_accelerator_pins_name_the_cpu_jax_version():
-  cpu = _pins('requirements.txt')
-  version = cpu[('jax', None)]
-  assert cpu[('jaxlib', None)] == version
+  core = _pins('requirements-jax.txt')
+  version = core[('jax', None)]
+  assert core[('jaxlib', None)] == version
   for name, extra in (('requirements-cuda.txt', '[cuda12]'),
                       ('requirements-tpu.txt', '[tpu]')):
     assert _pins(name) == {('jax', extra): version}, name
-    with open(os.path.join(conftest.REPO, name)) as f:
-      assert '-r requirements.txt' in f.read().splitlines()
+    assert '-r requirements-jax.txt' in _packages(name)
+
+
+def test_only_the_tf_data_path_brings_tensorflow():
+  for name in ('requirements-jax.txt', 'requirements-cuda.txt',
+               'requirements-tpu.txt'):
+    assert not {'tensorflow-cpu', 'tensorflow-datasets'} & set(
+        _packages(name)), name
+  assert 'tensorboard' in _packages('requirements-jax.txt')
+  assert {'-r requirements-jax.txt', 'tensorflow-cpu',
+          'tensorflow-datasets'} <= set(_packages('requirements.txt'))
 
 
 def test_tensorflow_is_the_cpu_build_everywhere():

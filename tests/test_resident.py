@@ -1,5 +1,7 @@
 """The resident input path: its Dataset, its evaluation, and the on-device choice."""
 
+import math
+
 import jax
 import numpy as np
 import pytest
@@ -63,17 +65,18 @@ def test_validation_counts_every_example_once(resident_dataset, batch_size):
 
 @pytest.mark.parametrize('processes', [1, 3, 7])
 def test_process_shares_cover_each_row_once(processes):
-  split = {'image': np.arange(50)[:, None] + 1, 'label': np.arange(50) + 1}
-  rows, lengths = [], set()
+  rows = []
   for index in range(processes):
-    share, count = resident.process_share(split, index, processes, even=False)
-    lengths.add(len(share['label']))
-    assert not share['label'][count:].any()  # padding is zeros
-    rows += share['label'][:count].tolist()
-  assert sorted(rows) == list(range(1, 51)) and len(lengths) == 1
-  share, count = resident.process_share(split, processes - 1, processes,
-                                        even=True)
-  assert count == 50 // processes == len(share['label'])
+    offset, count = resident.process_share(50, index, processes, even=False)
+    batches = resident.EvalBatches(count, 4, math.ceil(-(-50 // processes) / 4),
+                                   offset)
+    rows += np.concatenate([b['index'][b['mask']] for b in batches]).tolist()
+  assert sorted(rows) == list(range(50))
+  offset, count = resident.process_share(50, processes - 1, processes,
+                                         even=True)
+  assert count == 50 // processes and offset == (processes - 1) * count
+  batch = next(resident.train_batches(count, count, 1, 0, offset=offset))
+  assert sorted(batch['index']) == list(range(offset, offset + count))
 
 
 @pytest.mark.parametrize('choice,installed,expected', [
@@ -100,3 +103,17 @@ def test_on_device_true_without_room_says_what_is_needed(monkeypatch):
 def test_a_bad_on_device_value_is_named():
   with pytest.raises(errors.UserError, match="'yes'"):
     backend.input_on_device('yes', 1, True)
+
+
+def test_a_truncated_archive_gets_the_usual_message(fake_config,
+                                                    fake_manual_dir, tmp_path):
+  (tmp_path / 'manual').mkdir()
+  with open(f'{fake_manual_dir}/{archive.ARCHIVE_NAME}', 'rb') as f:
+    whole = f.read()
+  (tmp_path / 'manual' / archive.ARCHIVE_NAME).write_bytes(
+      whole[:len(whole) // 2])
+  config = fake_config.copy_and_resolve_references()
+  config.dataset.manual_dir = str(tmp_path / 'manual')
+  config.dataset.data_dir = str(tmp_path / 'data')
+  with pytest.raises(archive.DatasetError, match='corrupt or truncated'):
+    data.prepare(config, on_device=True)

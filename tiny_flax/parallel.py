@@ -63,6 +63,18 @@ class Parallel:
       tree = jax.device_get(tree)
     return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
+  def replicate_host_data(self, tree):
+    """`replicate` for numpy data that every process holds the same.
+
+    Each device's copy comes from its own process's memory, without the
+    cross-process comparison that `replicate` makes (costly for gigabytes).
+    """
+    if self.kind == 'pmap' or jax.process_count() == 1:
+      return self.replicate(tree)
+    sharding = NamedSharding(self.mesh, P())
+    return jax.tree.map(lambda x: jax.make_array_from_callback(
+        x.shape, sharding, lambda index: x[index]), tree)
+
   def unreplicate(self, tree):
     """One copy, still on device: for logging, checkpoints and evaluation."""
     if self.kind == 'pmap':

@@ -82,7 +82,7 @@ def compile_input(config, dataset, par, train_step, start_step):
                '%d + %d images, %.2f GB.', len(train_images),
                len(resident.arrays['validation']['image']),
                data.resident_bytes(config) / 1e9)
-  arrays = par.replicate(resident.arrays)
+  arrays = par.replicate_host_data(resident.arrays)
   with_arrays = lambda fn: lambda state, batch: fn(state, batch, arrays)
   compiled, compiled_steps = par.compile_train(body, replicated_inputs=1)
   first_images = jax.jit(resident.augment)(train_images[first['index']], key)

@@ -10,6 +10,7 @@ Two paths give the same examples, class indices and transforms:
 """
 
 import dataclasses
+import math
 import os
 from typing import Callable, Iterable, Optional
 
@@ -107,28 +108,31 @@ def load_arrays(config):
 def _resident(config):
   decoded = load_arrays(config)
   batch_size = local_batch_size(config.batch_size)
-  train, train_count = resident_lib.process_share(
-      {'image': decoded.train.image, 'label': decoded.train.label},
-      jax.process_index(), jax.process_count(), even=True)
-  validation, validation_count = resident_lib.process_share(
-      {'image': decoded.validation.image, 'label': decoded.validation.label},
-      jax.process_index(), jax.process_count(), even=False)
+  process = jax.process_index(), jax.process_count()
+  train_offset, train_count = resident_lib.process_share(
+      len(decoded.train.label), *process, even=True)
+  eval_offset, eval_count = resident_lib.process_share(
+      len(decoded.validation.label), *process, even=False)
   steps_per_epoch = train_count // batch_size
   check_steps_per_epoch(steps_per_epoch, config.batch_size,
-                         len(decoded.train.label))
-  num_eval_batches = -(-len(validation['label']) // batch_size)
+                        len(decoded.train.label))
+  per_process = math.ceil(len(decoded.validation.label) / process[1])
+  num_eval_batches = math.ceil(per_process / batch_size)
   if config.steps_per_eval > 0:
     num_eval_batches = min(num_eval_batches, config.steps_per_eval)
+  splits = [{'image': split.image, 'label': split.label}
+            for split in (decoded.train, decoded.validation)]
   return Dataset(
       class_names=decoded.class_names,
       steps_per_epoch=steps_per_epoch,
       image_shape=image_shape(config),
       local_batch_size=batch_size,
       train_batches=lambda start_step: resident_lib.train_batches(
-          train_count, batch_size, steps_per_epoch, config.seed, start_step),
-      eval_batches=resident_lib.EvalBatches(validation_count, batch_size,
-                                            num_eval_batches),
-      resident=resident_lib.build(train, validation, config.input.train,
+          train_count, batch_size, steps_per_epoch, config.seed, start_step,
+          offset=train_offset),
+      eval_batches=resident_lib.EvalBatches(eval_count, batch_size,
+                                            num_eval_batches, eval_offset),
+      resident=resident_lib.build(*splits, config.input.train,
                                   config.input.eval))
 
 

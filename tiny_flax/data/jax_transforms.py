@@ -161,9 +161,9 @@ def normalize(mean, std):
   return lambda images, key: (images - mean) / std
 
 
-def build(recipe):
+def build(spec):
   """fn(uint8 images [B, H, W, C], key) -> float32 images, jit-compatible."""
-  ops = [op for _, op in transforms.instantiate(recipe, _OPS)]
+  ops = [op for _, op in transforms.instantiate(spec, _OPS)]
 
   def fn(images, key):
     for op, op_key in zip(ops, jax.random.split(key, len(ops))):

@@ -37,7 +37,7 @@ class Resident(NamedTuple):
 
 
 def build(train, validation, train_transforms, eval_transforms):
-  """`Resident` of this process's shares of the two splits (numpy dicts)."""
+  """`Resident` of the two splits (numpy dicts, the same on every process)."""
   evaluate = jax_transforms.build(eval_transforms)
   return Resident({'train': train, 'validation': validation},
                   jax_transforms.build(train_transforms),
@@ -46,28 +46,31 @@ def build(train, validation, train_transforms, eval_transforms):
 
 
 def train_batches(num_examples, batch_size, batches_per_epoch, seed,
-                  start_step=0):
-  """Endless index batches; each epoch's order is a pure function of (seed, epoch)."""
+                  start_step=0, offset=0):
+  """Endless index batches into rows [offset, offset + num_examples).
+
+  Each epoch's order is a pure function of (seed, epoch).
+  """
   step = start_step
   while True:
     epoch, position = divmod(step, batches_per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(num_examples)
     for index in range(position, batches_per_epoch):
-      yield {'index': order[index * batch_size:(index + 1) * batch_size].astype(
-          np.int32)}
+      yield {'index': (order[index * batch_size:(index + 1) * batch_size]
+                       + offset).astype(np.int32)}
     step = (epoch + 1) * batches_per_epoch
 
 
 class EvalBatches:
-  """Index batches over the first `count` rows, each with a `mask`; iterable again.
+  """Index batches into rows [offset, offset + count), each with a `mask`.
 
-  `num_batches` is the same on every process, so collective steps stay in
-  lockstep; padding points at row 0 and is masked out.
+  Iterable again. `num_batches` is the same on every process, so collective
+  steps stay in lockstep; padding points at row 0 and is masked out.
   """
 
-  def __init__(self, count, batch_size, num_batches):
+  def __init__(self, count, batch_size, num_batches, offset=0):
     self._count, self._batch_size = count, batch_size
-    self._num_batches = num_batches
+    self._num_batches, self._offset = num_batches, offset
 
   def __len__(self):
     return self._num_batches
@@ -75,30 +78,19 @@ class EvalBatches:
   def __iter__(self):
     for start in range(0, self._num_batches * self._batch_size,
                        self._batch_size):
-      index = np.arange(start, start + self._batch_size)
-      mask = index < self._count
-      yield {'index': np.where(mask, index, 0).astype(np.int32), 'mask': mask}
+      position = np.arange(start, start + self._batch_size)
+      mask = position < self._count
+      yield {'index': np.where(mask, position + self._offset, 0).astype(
+          np.int32), 'mask': mask}
 
 
-def process_share(split, process_index, process_count, even):
-  """This process's rows of `split` ({'image', 'label'} numpy).
+def process_share(total, process_index, process_count, even):
+  """(offset, count): this process's rows of a split of `total` rows.
 
   `even`: equal shares, the remainder dropped (training). Otherwise every
-  row counts once: shares of ceil(n / processes) rows, the last one padded
-  with zeros to that length so that every device holds the same shape.
-  Returns (share, number of real rows).
+  row counts once: shares of ceil(total / processes) rows, the last ones
+  shorter. Every process holds the whole split and reads its own rows.
   """
-  total = len(split['label'])
-  if even:
-    size = total // process_count
-    rows = slice(process_index * size, (process_index + 1) * size)
-    return {k: np.asarray(v[rows]) for k, v in split.items()}, size
-  size = math.ceil(total / process_count)
-  start = min(process_index * size, total)
-  stop = min(start + size, total)
-  share = {}
-  for key, values in split.items():
-    part = np.zeros((size,) + values.shape[1:], values.dtype)
-    part[:stop - start] = values[start:stop]
-    share[key] = part
-  return share, stop - start
+  size = total // process_count if even else -(-total // process_count)
+  offset = min(process_index * size, total)
+  return offset, min(size, total - offset)

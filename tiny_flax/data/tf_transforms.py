@@ -1,6 +1,6 @@
 """torchvision's transforms as named TensorFlow ops, composed from config strings.
 
-A recipe mirrors a `transforms.Compose` list, one op per element, written as
+A transforms string mirrors a `transforms.Compose` list, one op per element, written as
 a string with `|` between ops or as a list:
 
     'random_horizontal_flip|random_resized_crop(224)|to_tensor|normalize(0.5, 0.5)'
@@ -189,13 +189,13 @@ def _compose(ops):
   return fn
 
 
-def build_split(recipe):
-  """(per_image_fn, pointwise_fn): the recipe cut before its pointwise tail.
+def build_split(spec):
+  """(per_image_fn, pointwise_fn): the transforms cut before its pointwise tail.
 
   The pipeline maps the first over single uint8 images and the second over
   whole batches, where conversion and normalisation cost far less.
   """
-  named_ops = transforms.instantiate(recipe, _OPS)
+  named_ops = transforms.instantiate(spec, _OPS)
   names = [name for name, _ in named_ops]
   ops = [op for _, op in named_ops]
   cut = len(names)
@@ -204,7 +204,7 @@ def build_split(recipe):
   return _compose(ops[:cut]), _compose(ops[cut:])
 
 
-def build(recipe):
-  """Composes a recipe (string with '|' or list of strings) into one fn."""
-  per_image, pointwise = build_split(recipe)
+def build(spec):
+  """Composes transforms (string with '|' or list of strings) into one fn."""
+  per_image, pointwise = build_split(spec)
   return lambda image, seed: pointwise(per_image(image, seed), seed)

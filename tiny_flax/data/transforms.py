@@ -1,10 +1,10 @@
-"""Preprocessing recipes: torchvision-style op lists written as config strings.
+"""Transforms: torchvision-style op lists written as config strings.
 
     'random_horizontal_flip|random_resized_crop(224)|to_tensor|normalize(0.5, 0.5)'
 
 Parsed here, without TensorFlow, for both implementations of the ops: the
 tf.data one (tiny_flax/data/tf_transforms.py) and the on-device JAX one
-(tiny_flax/jax_transforms.py).
+(tiny_flax/data/jax_transforms.py).
 """
 
 import ast
@@ -31,29 +31,29 @@ def parse_op(spec):
       f'Cannot parse preprocessing op {spec!r}: write name or name(args).')
 
 
-def parse(recipe):
-  """[(name, args, kwargs)] of a recipe: a string with '|', or a list."""
-  specs = recipe.split('|') if isinstance(recipe, str) else list(recipe)
+def parse(value):
+  """[(name, args, kwargs)] of transforms: a string with '|', or a list."""
+  specs = value.split('|') if isinstance(value, str) else list(value)
   ops = [parse_op(spec) for spec in specs]
   if 'to_tensor' not in [name for name, _, _ in ops]:
     raise PreprocessError(
-        f'Recipe {recipe!r} never converts to float: add to_tensor, as in '
+        f'Transforms {value!r} never convert to float: add to_tensor, as in '
         'torchvision.')
   return ops
 
 
-def instantiate(recipe, registry):
-  """The ops of `recipe` built from `registry` (name -> factory), in order."""
+def instantiate(spec, registry):
+  """The ops of `spec` built from `registry` (name -> factory), in order."""
   ops = []
-  for name, args, kwargs in parse(recipe):
+  for name, args, kwargs in parse(spec):
     if name not in registry:
       raise PreprocessError(
-          f'Unknown preprocessing op {name!r} in {recipe!r}. Known ops: '
+          f'Unknown preprocessing op {name!r} in {spec!r}. Known ops: '
           f'{", ".join(sorted(registry))}.')
     try:
       ops.append((name, registry[name](*args, **kwargs)))
     except TypeError as e:
-      raise PreprocessError(f'Bad arguments for {name} in {recipe!r}: {e}.') from e
+      raise PreprocessError(f'Bad arguments for {name} in {spec!r}: {e}.') from e
   return ops
 
 
