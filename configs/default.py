@@ -66,6 +66,22 @@ def get_config():
   config.schedule.gamma = 0.1
   config.schedule.warmup_epochs = 0.0
   config.label_smoothing = 0.0
+  # timm's Mixup and CutMix (tiny_flax/mixing.py), applied inside the train
+  # step on each device's shard; both alphas 0: off. mode: 'batch' (one draw
+  # per batch) or 'elem' (one per example). Targets take label_smoothing.
+  config.mixing = ml_collections.ConfigDict()
+  config.mixing.mixup_alpha = 0.0
+  config.mixing.cutmix_alpha = 0.0
+  config.mixing.prob = 1.0
+  config.mixing.switch_prob = 0.5
+  config.mixing.mode = 'batch'
+  # A moving average of the weights and BatchNorm statistics (decay 0: off),
+  # validated every epoch beside them, checkpointed, and the weights that
+  # evaluate and export use. warmup: the decay is min(decay,
+  # (1 + step) / (10 + step)), so the first weights fade fast.
+  config.ema = ml_collections.ConfigDict()
+  config.ema.decay = 0.0
+  config.ema.warmup = True
 
   # jit over shard_map, as JAX recommends since 0.8; under pmap XLA copied
   # AlexNet's FC weights and Adam moments at every step (10% of it on CPU).

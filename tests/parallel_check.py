@@ -36,7 +36,8 @@ def run(kind, devices, state, batches, steps_per_dispatch=1):
 def main():
   assert jax.device_count() == 8, jax.devices()
   config = ml_collections.ConfigDict(dict(
-      seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4))
+      seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4,
+      ema=dict(decay=0.0)))
   model = models.create('resnet_tiny', 200, axis_name=steps.AXIS)
   state = jax.device_get(
       steps.create_train_state(config, model, (32, 32, 3), 0.1))

@@ -153,7 +153,8 @@ def test_unknown_model_lists_the_known_ones():
 @pytest.mark.parametrize('name', sorted(TORCHVISION_COUNTS))
 def test_one_train_step_per_model(name):
   config = ml_collections.ConfigDict(dict(
-      seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0))
+      seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0,
+      ema=dict(decay=0.0)))
   module = models.create(name, 200, axis_name=steps.AXIS)
   state = steps.create_train_state(config, module, (64, 64, 3), 0.01)
   before = jax.device_get(state.params)
@@ -178,7 +179,7 @@ def test_training_starts_from_torchvision_weights(tmp_path):
   torch.save(imagenet.state_dict(), path)
   config = ml_collections.ConfigDict(dict(
       seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0,
-      model='resnet18', init_from=str(path)))
+      model='resnet18', init_from=str(path), ema=dict(decay=0.0)))
   module = models.create('resnet18', 200, axis_name=steps.AXIS)
   state = steps.create_train_state(config, module, (64, 64, 3), 0.01)
   state = train._init_from_torchvision(config, state)  # pylint: disable=protected-access

@@ -31,8 +31,10 @@ def _flags(workdir, fake_config):
 
 @pytest.mark.slow  # about 4 minutes of one core each: python -m pytest -m slow
 @pytest.mark.parametrize('input_flags', [
-    [], ['--config.input.on_device=true', '--config.steps_per_dispatch=2']],
-                         ids=['tf_data', 'on_device_2_steps_per_dispatch'])
+    [], ['--config.input.on_device=true', '--config.steps_per_dispatch=2',
+         '--config.ema.decay=0.9', '--config.mixing.mixup_alpha=0.2',
+         '--config.mixing.cutmix_alpha=1.0', '--config.mixing.mode=elem']],
+                         ids=['tf_data', 'on_device_2_steps_per_dispatch_ema_mixing'])
 def test_killed_three_times_and_a_full_disk_the_run_ends_bitwise_as_uninterrupted(
     input_flags, fake_config, fake_builder, tmp_path):
   """Three SIGKILLs, then a full disk at the last checkpoint, then the end."""

@@ -21,7 +21,8 @@ from tiny_flax import train
 
 def _state(learning_rate=0.05):
   config = ml_collections.ConfigDict(dict(
-      seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0))
+      seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0,
+      ema=dict(decay=0.0)))
   model = models.create('resnet_tiny', 200, axis_name=steps.AXIS)
   return steps.create_train_state(config, model, (32, 32, 3), learning_rate)
 
@@ -149,7 +150,7 @@ def test_train_steps_move_nothing_between_host_and_device(kind):
   model = models.create('resnet_tiny', 10, axis_name=steps.AXIS)
   config = ml_collections.ConfigDict({
       'seed': 0, 'optimizer': 'sgd', 'momentum': 0.9, 'nesterov': False,
-      'weight_decay': 5e-4})
+      'weight_decay': 5e-4, 'ema': {'decay': 0.0}})
   par = parallel.Parallel(kind)
   state = par.replicate(steps.create_train_state(
       config, model, (32, 32, 3), optax.cosine_decay_schedule(0.1, 10)))

@@ -75,6 +75,7 @@ def evaluate(config, workdir, which='best'):
   class_names = dataset.class_names
   labels, top5, losses = predict_validation(state, dataset)
   metrics = {'model': config.model, 'step': step, 'images': int(len(labels)),
+             'weights': 'ema' if config.ema.decay > 0 else 'trained',
              'top1': float(np.mean(top5[:, 0] == labels)),
              'top5': float(np.mean((top5 == labels[:, None]).any(axis=1))),
              'loss': float(np.mean(losses)),

@@ -12,16 +12,22 @@ from tiny_flax import data
 
 
 def restore(config, workdir, which='best'):
-  """(state, step) of checkpoint `which` (best, latest or a step number)."""
+  """(state, step) of checkpoint `which` (best, latest or a step number).
+
+  A run with config.ema gives its moving-average weights.
+  """
   model = steps.create_model(config, data.NUM_CLASSES)
   template = steps.create_train_state(
       config, model, data.image_shape(config),
       optim.learning_rate_schedule(config, 1))
   checkpoints = checkpointing.manager(workdir, read_only=True)
   try:
-    return checkpointing.restore(checkpoints, template, which)
+    state, step = checkpointing.restore(checkpoints, template, which)
   finally:
     checkpoints.close()
+  if config.ema.decay > 0:
+    state = steps.with_ema_weights(state)
+  return state, step
 
 
 @functools.cache

@@ -28,7 +28,9 @@ CURVE_KEYS = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_top1',
 RECIPE_KEYS = ('input.train', 'input.eval', 'batch_size', 'num_epochs',
                'optimizer', 'learning_rate', 'momentum', 'nesterov',
                'weight_decay', 'schedule.name', 'schedule.warmup_epochs',
-               'label_smoothing', 'half_precision', 'seed')
+               'label_smoothing', 'mixing.mixup_alpha', 'mixing.cutmix_alpha',
+               'mixing.prob', 'mixing.switch_prob', 'mixing.mode', 'ema.decay',
+               'half_precision', 'seed')
 
 
 def read_scalars(workdir):
@@ -227,9 +229,11 @@ def markdown(metrics, rows, pairs, class_names, figures):
   confused += [f'| {class_names[t][0]} {class_names[t][1]} | '
                f'{class_names[p][0]} {class_names[p][1]} | {n} |'
                for (t, p), n in pairs]
+  weights = (', moving-average weights' if metrics.get('weights') == 'ema'
+             else '')
   parts = [
       f"# Evaluation of {metrics['model']} (checkpoint of step "
-      f"{metrics['step']})",
+      f"{metrics['step']}{weights})",
       '| top-1 | top-5 | loss | images |\n|---|---|---|---|\n'
       f"| {metrics['top1']:.4f} | {metrics['top5']:.4f} | "
       f"{metrics['loss']:.4f} | {metrics['images']} |",

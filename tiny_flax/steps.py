@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import optax
 
 from tiny_flax import backend
+from tiny_flax import errors
+from tiny_flax import mixing as mixing_lib
 from tiny_flax import models
 from tiny_flax import optim
 
@@ -24,6 +26,8 @@ AXIS = 'batch'
 
 class TrainState(train_state.TrainState):
   batch_stats: Any
+  # {'params', 'batch_stats'}: their moving average (config.ema), or {}.
+  ema: Any = flax.struct.field(default_factory=dict)
 
 
 def create_model(config, num_classes, axis_name=None):
@@ -41,10 +45,38 @@ def create_train_state(config, model, image_shape, learning_rate_fn):
   """A fresh state on the default device, initialised from `config.seed`."""
   variables = jax.jit(functools.partial(model.init, train=False))(
       jax.random.key(config.seed), jnp.zeros((1,) + image_shape, jnp.float32))
+  batch_stats = variables.get('batch_stats', {})
+  # Copies: a train step donates the state, which must not hold a buffer twice.
+  ema = (jax.tree.map(jnp.copy, {'params': variables['params'],
+                                 'batch_stats': batch_stats})
+         if config.ema.decay > 0 else {})
   return TrainState.create(
       apply_fn=model.apply, params=variables['params'],
-      batch_stats=variables.get('batch_stats', {}),
+      batch_stats=batch_stats, ema=ema,
       tx=optim.create(config, learning_rate_fn))
+
+
+def ema_settings(ema):
+  """(decay, warmup) of config.ema, None when off; a UserError for a bad decay."""
+  if not 0 <= ema.decay < 1:
+    raise errors.UserError(
+        f'config.ema.decay must be in [0, 1) (0: off), got {ema.decay}.')
+  return (float(ema.decay), bool(ema.warmup)) if ema.decay > 0 else None
+
+
+def ema_decay(step, decay, warmup):
+  """The EMA's decay at `step`; with `warmup`, min(decay, (1 + step) / (10 + step))
+  as tf.train.ExponentialMovingAverage's num_updates, so early weights fade fast."""
+  if not warmup:
+    return decay
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def with_ema_weights(state):
+  """`state` with its moving averages as the weights (for evaluation)."""
+  return state.replace(params=state.ema['params'],
+                       batch_stats=state.ema['batch_stats'])
 
 
 def _top5_correct(logits, labels, **_):
@@ -72,16 +104,30 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
   return optax.softmax_cross_entropy(logits, targets)
 
 
-def train_step(state, batch, *, dropout_key, label_smoothing=0.0):
-  """One SGD step on this device's shard; gradients averaged over AXIS."""
+def train_step(state, batch, *, dropout_key, label_smoothing=0.0,
+               mixing=None, ema=None):
+  """One SGD step on this device's shard; gradients averaged over AXIS.
+
+  `mixing`: a mixing.Mixing, applied to the shard before the forward pass.
+  `ema`: (decay, warmup) of the moving average kept in `state.ema`.
+  """
   key = jax.random.fold_in(jax.random.fold_in(dropout_key, state.step),
                            jax.lax.axis_index(AXIS))
+  images, share = batch['image'], None
+  if mixing is not None and mixing.enabled:
+    draw = mixing_lib.sample(mixing, jax.random.fold_in(key, 1),
+                             *images.shape[:3])
+    images, share = mixing_lib.mix_images(draw, images)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+        {'params': params, 'batch_stats': state.batch_stats}, images,
         train=True, mutable=['batch_stats'], rngs={'dropout': key})
-    losses = cross_entropy(logits, batch['label'], label_smoothing)
+    if share is None:
+      losses = cross_entropy(logits, batch['label'], label_smoothing)
+    else:
+      losses = optax.softmax_cross_entropy(logits, mixing_lib.mix_targets(
+          share, batch['label'], logits.shape[-1], label_smoothing))
     return losses.mean(), (logits, losses, updates['batch_stats'])
 
   (_, (logits, losses, batch_stats)), grads = jax.value_and_grad(
@@ -91,6 +137,12 @@ def train_step(state, batch, *, dropout_key, label_smoothing=0.0):
   if jax.lax.axis_size(AXIS) > 1:
     grads = jax.lax.pmean(grads, AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if ema is not None:
+    decay = ema_decay(state.step, *ema)
+    new_state = new_state.replace(ema=jax.tree.map(
+        lambda average, value: decay * average + (1.0 - decay) * value,
+        state.ema, {'params': new_state.params,
+                    'batch_stats': new_state.batch_stats}))
   step_metrics = TrainMetrics.gather_from_model_output(
       axis_name=AXIS, logits=logits, labels=batch['label'], loss=losses)
   return new_state, step_metrics

@@ -14,6 +14,7 @@ from typing import Callable, Iterator, NamedTuple
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -21,6 +22,7 @@ from tiny_flax import backend
 from tiny_flax import checkpointing
 from tiny_flax import data
 from tiny_flax import errors
+from tiny_flax import mixing
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import parallel
@@ -32,7 +34,8 @@ from tiny_flax import summaries
 
 
 def _init_from_torchvision(config, state):
-  """`state` with torchvision weights; the optimizer starts afresh on them."""
+  """`state` with torchvision weights; the optimizer and the moving average
+  start afresh on them."""
   logging.info('Initialising from the torchvision weights in %s.',
                config.init_from)
   variables = models.merge_pretrained(
@@ -40,7 +43,8 @@ def _init_from_torchvision(config, state):
       models.load_torchvision(config.model, config.init_from))
   return state.replace(
       params=variables['params'], batch_stats=variables['batch_stats'],
-      opt_state=state.tx.init(variables['params']))
+      opt_state=state.tx.init(variables['params']),
+      ema=jax.tree.map(jnp.copy, dict(variables)) if state.ema else {})
 
 
 class CompiledInput(NamedTuple):
@@ -132,6 +136,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   model = steps.create_model(config, data.NUM_CLASSES, steps.AXIS)
   image_shape = data.image_shape(config)
   optim.check(config)
+  mixing_settings = mixing.from_config(config.mixing)
+  ema = steps.ema_settings(config.ema)
   on_device = backend.input_on_device(
       config.input.on_device, data.resident_bytes(config),
       backend.tensorflow_installed())
@@ -167,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   train_step = functools.partial(
       steps.train_step, dropout_key=jax.random.key(config.seed + 1),
-      label_smoothing=config.label_smoothing)
+      label_smoothing=config.label_smoothing, mixing=mixing_settings, ema=ema)
   compile_started = time.perf_counter()
   compiled = compile_input(config, dataset, par, train_step, start_step)
   writer.write_images(start_step, {
@@ -248,6 +254,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           eval_metrics = evaluate(compiled.eval_step, runner.state,
                                   dataset.eval_batches, par)
         eval_metrics = {f'val_{k}': v for k, v in eval_metrics.items()}
+        if ema is not None:
+          with report_progress.timed('eval'):
+            eval_metrics.update({f'val_ema_{k}': v for k, v in evaluate(
+                compiled.eval_step, steps.with_ema_weights(runner.state),
+                dataset.eval_batches, par).items()})
         eval_metrics['epoch'] = step / steps_per_epoch
         writer.write_scalars(step, eval_metrics)
         logging.info('Step %d: %s (validation %.1f s)', step, eval_metrics,
