@@ -25,7 +25,6 @@ def get_config(variant=''):
   config.learning_rate = 1e-3
   config.schedule.name = 'constant'
   if default.check_variant(variant) == 'tuned':
-    default.apply_tuned_recipe(config, image_size=224, num_epochs=60,
-                               weight_decay=5e-4, learning_rate=0.02,
-                               normalize=NORMALIZE)
+    default.apply_tuned_recipe(config, image_size=224, num_epochs=90,
+                               learning_rate=0.02, normalize=NORMALIZE)
   return config

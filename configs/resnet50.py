@@ -18,6 +18,6 @@ def get_config(variant=''):
   config.input.eval = f'to_tensor|{default.IMAGENET_NORMALIZE}'
   config.num_epochs = 50
   if default.check_variant(variant) == 'tuned':
-    default.apply_tuned_recipe(config, image_size=128, num_epochs=60,
-                               weight_decay=1e-4)
+    default.apply_tuned_recipe(config, image_size=192, num_epochs=40,
+                               learning_rate=0.2)
   return config

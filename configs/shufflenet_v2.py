@@ -30,6 +30,6 @@ def get_config(variant=''):
     default.apply_budget_recipe(config, learning_rate=0.2, weight_decay=2e-4)
   if variant == 'tuned':
     # ShuffleNet's paper: little weight decay for a small network.
-    default.apply_tuned_recipe(config, image_size=128, num_epochs=90,
-                               weight_decay=4e-5)
+    default.apply_tuned_recipe(config, image_size=160, num_epochs=50,
+                               learning_rate=0.2, weight_decay=4e-5)
   return config

@@ -4,8 +4,9 @@
 #
 #     bash scripts/accelerator_results.sh OUT_DIR [MODEL...]
 #
-# MODEL is a configs/MODEL.py name (default: alexnet resnet18 resnet50
-# shufflenet_v2). Each trains unmodified apart from bf16 and resident input,
+# MODEL is a configs/MODEL.py name, with a variant if wanted (resnet18:tuned;
+# default: alexnet resnet18 resnet50 shufflenet_v2, the original project's
+# recipes). Each trains unmodified apart from bf16 and resident input,
 # under a time limit (TIME_LIMIT_S per model, default 3600: a stopped run is
 # resumable and still evaluated), then `tiny_flax.evaluate` writes its report.
 # OUT_DIR/results.tar.gz (at most 16 MB) holds every run's report, TensorBoard
@@ -36,16 +37,19 @@ print("python", sys.version.split()[0], "jax", jax.__version__, "flax",
 } > "$out/pack/versions.txt" 2>&1
 
 for model in $models; do
-  if [ ! -f "configs/$model.py" ]; then
-    echo "Unknown model $model: name a file of configs/ (alexnet resnet18 resnet50 shufflenet_v2)." >&2
+  name=${model%%:*}
+  if [ ! -f "configs/$name.py" ]; then
+    echo "Unknown model $name: name a file of configs/ (alexnet resnet18 resnet50 shufflenet_v2)." >&2
     exit 2
   fi
+  config="configs/$name.py${model#"$name"}"
+  model=${model/:/_}
   workdir="$out/runs/$model"
   mkdir -p "$out/pack/$model"
   start=$(date +%s)
   # SIGTERM at the limit: the trainer saves a checkpoint and exits 0.
   timeout --preserve-status --kill-after=120 "$limit" "$python" -m tiny_flax.main \
-    --config="configs/$model.py" --workdir="$workdir" --progress=off \
+    --config="$config" --workdir="$workdir" --progress=off \
     --config.half_precision=true --config.input.on_device=true \
     ${EXTRA_FLAGS:-} > "$out/pack/$model/train.log" 2>&1
   train_exit=$?

@@ -31,13 +31,24 @@ def test_config_is_valid(name):
 def test_tuned_variant_is_valid_and_differs(name):
   config = _config(name, 'tuned')
   assert config.to_dict() != _config(name).to_dict()
-  assert data.image_shape(config) in ((128, 128, 3), (224, 224, 3))
+  assert data.image_shape(config) in ((160, 160, 3), (192, 192, 3),
+                                     (224, 224, 3))
   optim.create(config, optim.learning_rate_schedule(config, 10))
 
 
 def test_unknown_variant_is_refused():
   with pytest.raises(ValueError, match='tuned'):
-    _config('resnet18', 'fast')
+    _config('resnet50', 'fast')
+
+
+def test_tuned_recipes_use_the_regularisers_and_fast_does_not():
+  for name in ('alexnet', 'resnet18', 'resnet50', 'shufflenet_v2'):
+    config = _config(name, 'tuned')
+    assert config.mixing.cutmix_alpha > 0 and config.ema.decay > 0, name
+    assert config.schedule.name == 'warmup_cosine'
+  fast = _config('resnet18', 'fast')
+  assert (fast.mixing.cutmix_alpha, fast.ema.decay) == (0.0, 0.0)
+  assert fast.num_epochs < _config('resnet18', 'tuned').num_epochs
 
 
 def test_seed_recipes():
