@@ -1,12 +1,13 @@
-"""Values every config starts from; the model configs change what differs.
+"""Values every config starts from: ResNet18 with the PyTorch original's
+recipe. The model configs change what differs; the recipes of the variants
+are the functions below.
 
-Not a recipe on its own, but runnable:
     python -m tiny_flax.main --config=configs/default.py --workdir=runs/default
 """
 
 import ml_collections
 
-# torchvision's Normalize with the ImageNet statistics, as the seed used them.
+# torchvision's Normalize with the ImageNet statistics, as the original used them.
 IMAGENET_NORMALIZE = 'normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))'
 VARIANTS = ('', 'tuned')
 
@@ -52,7 +53,8 @@ def get_config():
   # is shorter than Python's dispatch of it (small batches on a GPU), more
   # keep the device busy; logs, checkpoints and validation still fall on the
   # same steps, and a resumed run still matches an uninterrupted one.
-  # 0: the platform's choice (tiny_flax/backend.py: 1 on CPU, 16 elsewhere).
+  # 0: the platform's choice (tiny_flax/platform/backend.py: 1 on CPU, 16
+  # elsewhere).
   config.steps_per_dispatch = 0
 
   config.optimizer = 'sgd'  # sgd | adam | adamw
@@ -83,13 +85,13 @@ def get_config():
   config.ema.decay = 0.0
   config.ema.warmup = True
 
-  # jit over shard_map, as JAX recommends since 0.8; under pmap XLA copied
-  # AlexNet's FC weights and Adam moments at every step (10% of it on CPU).
+  # jit over shard_map, as JAX recommends since 0.8; under pmap XLA copies
+  # AlexNet's FC weights and Adam moments at every step (docs/performance.md).
   config.parallelism = 'shard_map'  # shard_map | pmap
   config.half_precision = False  # bf16 compute, float32 params
-  # Convolution and max-pool forms: 'auto' takes tiny_flax/models/cpu_kernels.py
+  # Convolution and max-pool forms: 'auto' takes tiny_flax/platform/cpu_kernels.py
   # on the CPU backend (faster there), its max pool on GPUs, and XLA's ops
-  # elsewhere (tiny_flax/backend.py); 'xla' | 'cpu'.
+  # elsewhere (tiny_flax/platform/backend.py); 'xla' | 'cpu'.
   config.kernels = 'auto'
   config.seed = 0
   config.checkpoints_to_keep = 3
@@ -140,15 +142,15 @@ def apply_tuned_recipe(config, *, image_size, num_epochs, learning_rate,
 
 def apply_budget_recipe(config, *, learning_rate, weight_decay,
                         crop_scale=None):
-  """The seed's budget (64x64 inputs, 15 epochs) spent on accuracy.
+  """The original's budget (64x64 inputs, 15 epochs) spent on accuracy.
 
-  The seed's SGD at lr 1e-3 without weight decay barely moves a network in 15
+  The original's SGD at lr 1e-3 without weight decay barely moves a network in 15
   epochs. This one trains the same unmodified network on the same images
   and epochs with the short-schedule ImageNet practice: batch 256, Nesterov
   SGD at a high peak rate, one warmup epoch then cosine decay to zero, weight
   decay and label smoothing 0.1. `crop_scale` adds a RandomResizedCrop at the
   native 64 pixels, against a large network overfitting 100k images; without
-  it the augmentation is the seed's flips alone.
+  it the augmentation is the original's flips alone.
   """
   crop = (f'random_resized_crop(64, scale=({crop_scale}, 1.0))|'
           if crop_scale else '')

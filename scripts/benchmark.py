@@ -3,39 +3,31 @@
     python -m scripts.benchmark --json=benchmark.json
     python -m scripts.benchmark --models=resnet18 --quick
 
-For each seed config (configs/*.py: its training input size and optimizer)
-on whatever JAX sees: images/s of one training step of tiny_flax and of the
-same torchvision model with the same batch, input size and optimizer (eager,
-and torch.compile with --torch_compile), evaluation images/s, compile time,
-model FLOPs per image, the model FLOP utilisation against a matmul peak
-measured in this run (MFU), and peak memory. Data is synthetic and already on
-the device: this measures the step, not the input pipeline (for that see
---resident and scripts/benchmark_input.py). Steps are dispatched back to back
-and synchronised once per measurement, as in training; the train step is
-measured in --rounds that alternate tiny_flax and torch, and the ratio is
-the median of the rounds' ratios. Each model is measured
-in a new process, as a training run has it: after AlexNet in the same
-process, ResNet18's step was 12% slower and torch's 6% faster. Runs without
+For each model's config (configs/*.py: the PyTorch original's input size and
+optimizer), on whatever JAX sees: train images/s of tiny_flax and of the same
+torchvision model (eager, and torch.compile with --torch_compile), eval
+images/s, compile time, FLOPs per image, MFU against a matmul peak measured
+in this run, peak memory; with --resident, training from a split in device
+memory. Data is synthetic (scripts/benchmark_input.py measures the input).
+The train step is measured in --rounds alternating tiny_flax and torch; the
+ratio is the median of the rounds' ratios. Each model runs in a new process,
+as a training run has it (docs/performance.md says why). Runs without
 TensorFlow, and without torch (then only tiny_flax is measured).
+The measuring is tiny_flax/throughput.py's.
 """
 
-import functools
 import importlib
-import itertools
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 if __package__ in (None, ''):  # run as `python scripts/NAME.py`
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from tiny_flax import launch
+from tiny_flax.platform import launch
 
 if __name__ == '__main__':  # as tiny_flax.main, before the heavy imports
   launch.restart_with_malloc_tunables()
@@ -44,29 +36,17 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from tiny_flax import backend
-from tiny_flax import data
-from tiny_flax import flops
-from tiny_flax import models
 from tiny_flax import parallel
-from tiny_flax import step_runner
-from tiny_flax import steps
-from tiny_flax import train
+from tiny_flax import throughput
 from tiny_flax.data import archive
-from tiny_flax.data import jax_transforms
-from tiny_flax.data import resident as resident_lib
+from tiny_flax.platform import backend
 
-# model -> the module in configs/ holding its seed recipe.
-SEED_CONFIGS = {
-    'alexnet': 'alexnet',
-    'resnet18': 'resnet18',
-    'resnet50': 'resnet50',
-    'shufflenet_v2_x1_0': 'shufflenet_v2',
-}
+# model -> the config in configs/ of the PyTorch original's recipe for it.
+CONFIGS = {'alexnet': 'alexnet', 'resnet18': 'resnet18',
+           'resnet50': 'resnet50', 'shufflenet_v2_x1_0': 'shufflenet_v2'}
 
-_MODELS = flags.DEFINE_list('models', list(SEED_CONFIGS), 'Models to measure.')
+_MODELS = flags.DEFINE_list('models', list(CONFIGS), 'Models to measure.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', None,
                                    'Global batch (default 64 on CPU, else 256).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', None,
@@ -90,10 +70,8 @@ _TORCH = flags.DEFINE_bool('torch', True, 'Also measure PyTorch if installed.')
 _TORCH_COMPILE = flags.DEFINE_bool('torch_compile', False,
                                    'Also measure torch.compile (slow to build).')
 _RESIDENT = flags.DEFINE_bool(
-    'resident', False,
-    'Also measure training from a uint8 split resident on the device, '
-    'augmented in the step by the seed recipe (config.input.on_device), fed '
-    'index batches by the host, and the share of time the device waits on it.')
+    'resident', False, 'Also measure training from a split resident on the '
+    'device (config.input.on_device) and the share of time the device waits.')
 _STEPS_PER_DISPATCH = flags.DEFINE_integer(
     'steps_per_dispatch', 1, 'Train steps per call in the --resident '
     'measurement, as config.steps_per_dispatch.')
@@ -108,206 +86,32 @@ _JSON = flags.DEFINE_string('json', None,
                             'Write the results here (after each measurement).')
 
 
-def seed_config(name):
-  return importlib.import_module(f'configs.{SEED_CONFIGS[name]}').get_config()
+def original_config(name, half, kernels):
+  """The model's config, with this benchmark's precision and kernels."""
+  config = importlib.import_module(f'configs.{CONFIGS[name]}').get_config()
+  config.half_precision = half
+  config.kernels = kernels
+  return config
 
 
-def train_image_shape(recipe):
-  """Shape of one image after the training recipe, traced without data."""
-  images = jax.ShapeDtypeStruct((1,) + archive.IMAGE_SHAPE, jnp.uint8)
-  return jax.eval_shape(jax_transforms.build(recipe), images,
-                        jax.random.key(0)).shape[1:]
-
-
-def peak_memory_gb():
-  stats = jax.local_devices()[0].memory_stats() or {}
-  if 'peak_bytes_in_use' in stats:
-    return stats['peak_bytes_in_use'] / 1e9
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # host RSS
-
-
-def _compiled_train_step(body, state, batch):
-  """(executable, compile seconds) of `body` for these inputs."""
-  start = time.perf_counter()
-  executable = body.lower(state, batch).compile()
-  return executable, time.perf_counter() - start
-
-
-def _initial_state(config, name, image_shape, half):
-  module = models.create(name, archive.NUM_CLASSES, axis_name=steps.AXIS,
-                         dtype=jnp.bfloat16 if half else jnp.float32,
-                         kernels=backend.kernels(_KERNELS.value))
-  return module, steps.create_train_state(config, module, image_shape,
-                                          config.learning_rate)
-
-
-def _train_step_body(config):
-  return functools.partial(steps.train_step, dropout_key=jax.random.key(0),
-                           label_smoothing=config.label_smoothing)
-
-
-def measure_tiny_flax(config, name, batch_size, image_shape, half, num_steps,
-                      par):
-  """Eval images/s, compile time, FLOPs; and a timer of the train step.
-
-  The timer returns seconds per train step at each call, so that the caller
-  can alternate it with PyTorch's.
-  """
-  module, state = _initial_state(config, name, image_shape, half)
-  forward_flops = flops.forward_flops(
-      module, {'params': state.params, 'batch_stats': state.batch_stats},
-      image_shape)
-  state = par.replicate(state)
-  rng = np.random.default_rng(0)
-  batch = par.shard_batch({
-      'image': rng.normal(size=(batch_size,) + image_shape).astype(np.float32),
-      'label': rng.integers(0, archive.NUM_CLASSES,
-                            batch_size).astype(np.int32),
-      'mask': np.ones(batch_size, bool)})
-  train_step, compile_s = _compiled_train_step(
-      par.compile(_train_step_body(config), donate_state=True), state, batch)
-  holder = [state, None]
-
-  def step():
-    holder[0], holder[1] = train_step(holder[0], batch)
-
-  def sync():
-    jax.block_until_ready(holder)
-  step()
-  sync()
-  eval_step = par.compile(steps.eval_step)
-  outputs = []
-  eval_s = flops.timed(lambda: outputs.append(eval_step(holder[0], batch)),
-                  lambda: jax.block_until_ready(outputs), num_steps)
-  # Before torch shares the process (on CPU this is the process's RSS).
-  memory_gb = peak_memory_gb()
-  return ({'eval_img_s': batch_size / eval_s, 'compile_s': compile_s,
-           'gflops_per_img': forward_flops / 1e9, 'peak_memory_gb': memory_gb},
-          lambda: flops.timed(step, sync, num_steps))
-
-
-def measure_resident(config, name, batch_size, half, num_steps, par,
-                     num_examples, steps_per_dispatch):
-  """Training as with config.input.on_device: images/s and device idle share.
-
-  Both the input and the loop are the trainer's (train.compile_input,
-  step_runner.StepRunner): index batches from the host, prefetched, the step
-  gathering and augmenting its images, `steps_per_dispatch` steps per call,
-  metrics merged on the device every config.log_every_steps. The idle share
-  compares it with the same call re-run on index batches already on the
-  device, which no host work beyond launching the call can slow down.
-  """
-  if num_examples < batch_size:
-    raise app.UsageError(f'--resident_examples={num_examples} is less than one '
-                         f'batch ({batch_size}).')
-  image_shape = train_image_shape(config.input.train)
-  _, state = _initial_state(config, name, image_shape, half)
-  rng = np.random.default_rng(0)
-  split = {'image': rng.integers(0, 256, (num_examples,) + archive.IMAGE_SHAPE,
-                                 dtype=np.uint8),
-           'label': rng.integers(0, archive.NUM_CLASSES,
-                                 num_examples).astype(np.int32)}
-  per_epoch = num_examples // batch_size
-  dataset = data.Dataset(
-      class_names=[], steps_per_epoch=per_epoch, image_shape=image_shape,
-      local_batch_size=batch_size,
-      train_batches=lambda start: resident_lib.train_batches(
-          num_examples, batch_size, per_epoch, config.seed, start),
-      eval_batches=[],
-      resident=resident_lib.build(
-          split, {k: v[:batch_size] for k, v in split.items()},
-          config.input.train, config.input.eval))
-  compiled = train.compile_input(config, dataset, par,
-                                 _train_step_body(config), 0)
-  per_call = steps_per_dispatch  # steps in each timed call
-  _, fixed = next(step_runner.grouped(compiled.batches, [per_call]))
-  fixed = par.shard_batch(fixed, stacked=per_call > 1)
-  run = compiled.train_step if per_call == 1 else compiled.train_steps
-  start = time.perf_counter()
-  state, _ = jax.block_until_ready(run(par.replicate(state), fixed))
-  first_call_s = time.perf_counter() - start  # compilation included
-  runner = step_runner.StepRunner(par, compiled.train_step, state,
-                                  compiled.batches, itertools.repeat(per_call),
-                                  compiled.train_steps)
-
-  def device_call():
-    runner.state, _ = run(runner.state, fixed)
-
-  since_log = [0]
-
-  def trainer_call():
-    since_log[0] += runner.step()
-    if since_log[0] >= config.log_every_steps:
-      runner.pop_metrics()
-      since_log[0] = 0
-
-  sync = lambda: jax.block_until_ready(runner.state)
-  device_s = flops.timed(device_call, sync, num_steps) / per_call
-  trainer_s = flops.timed(trainer_call, sync, num_steps) / per_call
-  return {'resident_img_s': batch_size / trainer_s,
-          'resident_device_img_s': batch_size / device_s,
-          'device_idle_share': max(0.0, 1 - device_s / trainer_s),
-          'resident_first_call_s': first_call_s,
-          'resident_examples': num_examples,
-          'resident_batch_size': batch_size,
-          'steps_per_dispatch': per_call,
-          'peak_memory_gb': peak_memory_gb()}
-
-
-def _torch_timing():
-  """scripts/torch_timing.py, or None without torch."""
-  try:
-    from scripts import torch_timing  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  return torch_timing
+_COLUMNS = (  # (heading, result key, format)
+    ('input', 'image_size', '{}'), ('tiny_flax img/s', 'tiny_flax_img_s', '{:.1f}'),
+    ('torch img/s', 'torch_img_s', '{:.1f}'), ('ratio', 'ratio', '{:.2f}x'),
+    ('torch.compile img/s', 'torch_compile_img_s', '{:.1f}'),
+    ('ratio', 'compile_ratio', '{:.2f}x'), ('eval img/s', 'eval_img_s', '{:.1f}'),
+    ('compile s', 'compile_s', '{:.1f}'), ('GFLOPs/img', 'gflops_per_img', '{:.3f}'),
+    ('MFU', 'mfu', '{:.1%}'), ('resident img/s', 'resident_img_s', '{:.1f}'),
+    ('device idle', 'device_idle_share', '{:.1%}'),
+    ('peak GB', 'peak_memory_gb', '{:.2f}'))
 
 
 def print_table(results):
-  print('\n| model | input | tiny_flax img/s | torch img/s | ratio | '
-        'torch.compile img/s | ratio | eval img/s | compile s | GFLOPs/img | '
-        'MFU | resident img/s | device idle | peak GB |\n'
-        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+  print('\n| model | ' + ' | '.join(c[0] for c in _COLUMNS) + ' |\n'
+        + '|---' * (len(_COLUMNS) + 1) + '|')
   for name, r in results.items():
-    def cell(key, fmt='{:.1f}'):
-      return fmt.format(r[key]) if key in r else '-'
-    print(f"| {name} | {r['image_size']} | {cell('tiny_flax_img_s')} | "
-          f"{cell('torch_img_s')} | {cell('ratio', '{:.2f}x')} | "
-          f"{cell('torch_compile_img_s')} | "
-          f"{cell('compile_ratio', '{:.2f}x')} | {cell('eval_img_s')} | "
-          f"{cell('compile_s')} | {cell('gflops_per_img', '{:.3f}')} | "
-          f"{cell('mfu', '{:.1%}')} | {cell('resident_img_s')} | "
-          f"{cell('device_idle_share', '{:.1%}')} | "
-          f"{cell('peak_memory_gb', '{:.2f}')} |")
-
-
-def _alternate(timers, rounds, batch_size):
-  """Images/s of each timer, in rounds that alternate between them.
-
-  The machine's speed drifts within minutes; alternating makes the drift
-  hit tiny_flax and torch alike.
-  """
-  rates = [[] for _ in timers]
-  for _ in range(rounds):
-    for rate, timer in zip(rates, timers):
-      rate.append(batch_size / timer())
-  return rates
-
-
-def _train_rates(rates, gflops_per_img, peak):
-  """Medians over the rounds; the ratio is the median of each round's."""
-  ours = statistics.median(rates[0])
-  mfu = flops.utilisation(gflops_per_img * 1e9, ours, peak)
-  result = {'tiny_flax_img_s': ours,
-            'train_tflop_s': mfu * peak / 1e12,
-            'mfu': mfu,
-            'matmul_peak_tflop_s': peak / 1e12}
-  if len(rates) > 1:
-    per_round = [a / b for a, b in zip(*rates)]
-    result.update(torch_img_s=statistics.median(rates[1]),
-                  ratio=statistics.median(per_round),
-                  ratio_per_round=per_round)
-  return result
+    print(f'| {name} | ' + ' | '.join(
+        fmt.format(r[key]) if key in r else '-' for _, key, fmt in _COLUMNS)
+          + ' |')
 
 
 def _write_json(results):
@@ -347,53 +151,64 @@ def main(argv):
   half = (not on_cpu) if _HALF.value is None else _HALF.value
   num_steps = 2 if _QUICK.value else _STEPS.value
   rounds = 1 if _QUICK.value else _ROUNDS.value
-  torch_timing = _torch_timing() if _TORCH.value else None
-  par = parallel.Parallel(_PARALLELISM.value)
+  try:  # scripts/torch_timing.py needs torch
+    from scripts import torch_timing  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    torch_timing = None
+  torch_timing = torch_timing if _TORCH.value else None
+  name = _MODELS.value[0]
+  config = original_config(name, half, _KERNELS.value)
+  platform = backend.resolve(config, resident_bytes=0)
+  par = parallel.Parallel(_PARALLELISM.value,
+                          compiler_options=platform.compiler_options)
   par.check_batch_size(batch_size)
-  peak = flops.matmul_peak(jnp.bfloat16 if half else jnp.float32,
-                           2 if _QUICK.value else 10)
+  peak = throughput.matmul_peak(jnp.bfloat16 if half else jnp.float32,
+                                2 if _QUICK.value else 10,
+                                size=2048 if on_cpu else 8192)
   print(f'{jax.devices()}, jax {jax.__version__}, batch {batch_size}, '
         f'{"bf16" if half else "float32"}, matmul peak {peak / 1e12:.2f} TFLOP/s',
         flush=True)
   results = {}
 
-  def record(name, result):
+  def record(result):
     results.setdefault(name, {}).update(result)
     print(json.dumps({name: result}), flush=True)
     _write_json(results)
 
-  for name in _MODELS.value:
-    config = seed_config(name)
-    image_shape = train_image_shape(config.input.train)
-    if _IMAGE_SIZE.value:
-      image_shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, image_shape[-1])
-    record(name, {'image_size': image_shape[0]})
-    if _STEP.value:
-      result, time_ours = measure_tiny_flax(config, name, batch_size,
-                                            image_shape, half, num_steps, par)
-      timers = [time_ours]
-      if torch_timing:
-        timers.append(torch_timing.train_step_timer(
-            config, name, archive.NUM_CLASSES, batch_size, image_shape[0],
-            half, num_steps, compiled=False))
-      result.update(_train_rates(_alternate(timers, rounds, batch_size),
-                                 result['gflops_per_img'], peak))
-      record(name, result)
-      if _PROFILE_DIR.value:
-        with jax.profiler.trace(os.path.join(_PROFILE_DIR.value, name)):
-          time_ours()
-    if _RESIDENT.value:
-      examples = _RESIDENT_EXAMPLES.value or (
-          1024 if _QUICK.value else archive.NUM_TRAIN)
-      record(name, measure_resident(config, name, batch_size, half, num_steps,
-                                    par, examples, _STEPS_PER_DISPATCH.value))
-    if _STEP.value and torch_timing and _TORCH_COMPILE.value:
-      compiled_img_s = batch_size / torch_timing.train_step_timer(
-          config, name, archive.NUM_CLASSES, batch_size, image_shape[0], half,
-          num_steps, compiled=True)()
-      record(name, {'torch_compile_img_s': compiled_img_s,
-                    'compile_ratio':
-                        results[name]['tiny_flax_img_s'] / compiled_img_s})
+  image_shape = throughput.train_image_shape(config.input.train)
+  if _IMAGE_SIZE.value:
+    image_shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, image_shape[-1])
+  record({'image_size': image_shape[0]})
+  if _STEP.value:
+    result, time_ours = throughput.measure_step(
+        config, platform, par, batch_size, image_shape, num_steps)
+    timers = [time_ours]
+    if torch_timing:
+      timers.append(torch_timing.train_step_timer(
+          config, name, archive.NUM_CLASSES, batch_size, image_shape[0],
+          half, num_steps, compiled=False))
+    result.update(throughput.train_rates(
+        throughput.alternate(timers, rounds, batch_size),
+        result['gflops_per_img'], peak))
+    record(result)
+    if _PROFILE_DIR.value:
+      with jax.profiler.trace(os.path.join(_PROFILE_DIR.value, name)):
+        time_ours()
+  if _RESIDENT.value:
+    examples = _RESIDENT_EXAMPLES.value or (
+        1024 if _QUICK.value else archive.NUM_TRAIN)
+    if examples < batch_size:
+      raise app.UsageError(f'--resident_examples={examples} is less than one '
+                           f'batch ({batch_size}).')
+    record(throughput.measure_resident(config, platform, par, batch_size,
+                                       num_steps, examples,
+                                       _STEPS_PER_DISPATCH.value))
+  if _STEP.value and torch_timing and _TORCH_COMPILE.value:
+    compiled_img_s = batch_size / torch_timing.train_step_timer(
+        config, name, archive.NUM_CLASSES, batch_size, image_shape[0], half,
+        num_steps, compiled=True)()
+    record({'torch_compile_img_s': compiled_img_s,
+            'compile_ratio': results[name]['tiny_flax_img_s'] / compiled_img_s})
   print_table(results)
 
 

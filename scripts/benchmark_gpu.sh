@@ -3,10 +3,10 @@
 #
 #     bash scripts/benchmark_gpu.sh OUT_DIR
 #
-# Per seed model, in its own process (so that peak memory is the model's):
+# Per model, in its own process (so that peak memory is the model's):
 # tiny_flax bf16 against PyTorch AMP + channels_last, eager and torch.compile,
 # and training from the split resident on the device with the device's idle
-# share; then ResNet50 at 224x224 for MFU; then ResNet18's seed batch (128)
+# share; then ResNet50 at 224x224 for MFU; then ResNet18's original batch (128)
 # from the resident split at each of DISPATCH_STEPS steps per dispatch. Each
 # process has a time limit and writes its JSON after every measurement, so a
 # slow torch.compile costs only its own column. Needs no TensorFlow.

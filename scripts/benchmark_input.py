@@ -3,7 +3,7 @@
     python -m scripts.benchmark_input --manual_dir=DIR --json=input.json
 
 DIR holds tiny-imagenet-200.zip (the official one, or one written by
-scripts/make_fake_tiny_imagenet.py). For each of the seed's training recipes,
+scripts/make_fake_tiny_imagenet.py). For each of the PyTorch original's training transforms,
 both pipelines read the archive's training images with the same transforms,
 in one run on the same machine: torchvision's ImageFolder + DataLoader
 (num_workers = cores, PIL decoding every epoch) and tiny_flax's pipeline
@@ -34,8 +34,8 @@ _TORCH = flags.DEFINE_bool('torch', True, 'Also measure torchvision.')
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-# name: (tiny_flax recipe, torchvision transforms as (name, args) pairs)
-RECIPES = {
+# name: (tiny_flax transforms, torchvision transforms as (name, args) pairs)
+TRANSFORMS = {
     'resnet18 (flip, 64)': (
         'random_horizontal_flip|to_tensor',
         [('RandomHorizontalFlip', ()), ('ToTensor', ())]),
@@ -65,7 +65,7 @@ def torch_rates(extracted_train):
   import torchvision  # pylint: disable=g-import-not-at-top
   from torchvision import transforms  # pylint: disable=g-import-not-at-top
   rates = {}
-  for name, (_, torch_ops) in RECIPES.items():
+  for name, (_, torch_ops) in TRANSFORMS.items():
     transform = transforms.Compose(
         [getattr(transforms, op)(*args) for op, args in torch_ops])
     dataset = torchvision.datasets.ImageFolder(extracted_train, transform)
@@ -84,8 +84,8 @@ def torch_rates(extracted_train):
 def tiny_flax_rates(config):
   from tiny_flax.data import pipeline  # pylint: disable=g-import-not-at-top
   rates = {}
-  for name, (recipe, _) in RECIPES.items():
-    config.input.train = recipe
+  for name, (ops, _) in TRANSFORMS.items():
+    config.input.train = ops
     dataset = pipeline.dataset(config)
     per_epoch = dataset.steps_per_epoch
     batches = dataset.train_batches(0)
@@ -113,8 +113,8 @@ def main(argv):
       torch_results = torch_rates(os.path.join(tmp, 'tiny-imagenet-200', 'train'))
     ours = tiny_flax_rates(config)
   results = {}
-  print('\n| recipe | tiny_flax img/s | torch img/s | ratio |\n|---|---|---|---|')
-  for name in RECIPES:
+  print('\n| transforms | tiny_flax img/s | torch img/s | ratio |\n|---|---|---|---|')
+  for name in TRANSFORMS:
     results[name] = {'tiny_flax_img_s': ours[name]}
     torch_rate = torch_results.get(name)
     if torch_rate:

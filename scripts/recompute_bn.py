@@ -69,7 +69,7 @@ def main(argv):
     for recompute in (False, True):
       if recompute:
         reference.recompute_batch_norm(model, train_loader)
-      loss, top1, top5, _, _ = reference.evaluate(model, val_loader)
+      loss, top1, top5, _, _ = reference.validate(model, val_loader)
       cells.append(f'{top1:.2%} / {top5:.2%} / {loss:.3f}')
     print(f'| {path} | {cells[0]} | {cells[1]} |', flush=True)
 

@@ -1,4 +1,4 @@
-"""A tiny_flax config's recipe in torchvision terms, and the archive for torch.
+"""A tiny_flax config in torchvision terms, and the archive for torch.
 
 Shared by the PyTorch reference trainer (scripts/train_torch_reference.py) and
 scripts/recompute_bn.py; no flags, so both can be imported in one process.
@@ -43,13 +43,13 @@ def _refuse(key, value, why):
       f'config.{key}={value!r} is not supported by the PyTorch reference ({why}).')
 
 
-def compose(recipe):
-  """The torchvision.transforms.Compose of a tiny_flax recipe string."""
+def compose(ops_string):
+  """The torchvision.transforms.Compose of a tiny_flax transforms string."""
   ops = []
-  for name, args, kwargs in tiny_flax_transforms.parse(recipe):
+  for name, args, kwargs in tiny_flax_transforms.parse(ops_string):
     if name not in _TRANSFORMS:
       raise errors.UserError(
-          f'Preprocessing op {name!r} in {recipe!r} has no torchvision '
+          f'Preprocessing op {name!r} in {ops_string!r} has no torchvision '
           f'counterpart in the reference trainer (known: '
           f'{", ".join(sorted(_TRANSFORMS))}).')
     ops.append(_TRANSFORMS[name](*args, **kwargs))
@@ -141,7 +141,7 @@ class Images(torch.utils.data.Dataset):
     return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def evaluate(model, loader):
+def validate(model, loader):
   """(mean loss, top1, top5, predictions, losses) over the whole loader."""
   model.eval()
   losses, top5 = [], []

@@ -6,7 +6,7 @@ Imported only when torch is installed; tiny_flax itself never needs it.
 import torch
 import torchvision
 
-from tiny_flax import flops
+from tiny_flax import throughput
 
 
 def train_step_timer(config, name, num_classes, batch_size, size, half,
@@ -44,4 +44,4 @@ def train_step_timer(config, name, num_classes, batch_size, size, half,
       torch.cuda.synchronize()
   model.train()
   step()  # torch.compile builds here, outside the timed warm-up
-  return lambda: flops.timed(step, sync, num_steps)
+  return lambda: throughput.timed(step, sync, num_steps)

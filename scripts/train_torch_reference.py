@@ -31,8 +31,8 @@ from ml_collections import config_flags
 
 from scripts import torch_reference as reference
 from tiny_flax import errors
+from tiny_flax import hparams
 from tiny_flax import report
-from tiny_flax import summaries
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A tiny_flax config file (configs/*.py[:variant]).',
@@ -115,7 +115,7 @@ def train(config, manual_dir, out, workers):
                      loss_sum / seen, correct / seen)
       if step == num_steps:
         break
-    val_loss, top1, top5, predictions, losses = reference.evaluate(
+    val_loss, top1, top5, predictions, losses = reference.validate(
         model, val_loader)
     for key, value in (('epoch', step / steps_per_epoch),
                        ('train_loss', loss_sum / seen),
@@ -129,7 +129,7 @@ def train(config, manual_dir, out, workers):
     metrics = {'model': config.model, 'framework': f'torch {torch.__version__}',
                'step': step, 'images': int(len(labels)), 'top1': top1,
                'top5': top5, 'loss': val_loss,
-               'config': summaries.flat_config(config)}
+               'config': hparams.flat(config)}
     with open(os.path.join(out, 'metrics.json.tmp'), 'w') as f:
       f.write(report.metrics_json(
           metrics, curves, report.per_class(labels, predictions, class_names, losses)))

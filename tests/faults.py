@@ -61,7 +61,7 @@ def kill_in_save(step):
 
 
 def kill_in_eval(count):
-  evaluate = train.evaluate
+  validate = train.validate
   calls = []
 
   def first_batch_then_die(batches):
@@ -70,13 +70,13 @@ def kill_in_eval(count):
         _die()
       yield batch
 
-  def evaluate_then_die(p_eval_step, state, batches, par):
+  def validate_then_die(eval_step, state, batches, par):
     calls.append(None)
     if len(calls) == count:
       batches = first_batch_then_die(batches)
-    return evaluate(p_eval_step, state, batches, par)
+    return validate(eval_step, state, batches, par)
 
-  train.evaluate = evaluate_then_die
+  train.validate = validate_then_die
 
 
 def full_disk(step):

@@ -11,7 +11,7 @@ import conftest
 
 
 def test_rounds_alternate_and_the_ratio_is_the_median_of_theirs():
-  from scripts import benchmark  # pylint: disable=g-import-not-at-top
+  from tiny_flax import throughput  # pylint: disable=g-import-not-at-top
   calls = []
   seconds = {'ours': iter([0.5, 1.0, 0.8]), 'theirs': iter([0.6, 0.6, 1.2])}
 
@@ -20,10 +20,10 @@ def test_rounds_alternate_and_the_ratio_is_the_median_of_theirs():
       calls.append(side)
       return next(seconds[side])
     return time_step
-  rates = benchmark._alternate([timer('ours'), timer('theirs')], 3, 60)
+  rates = throughput.alternate([timer('ours'), timer('theirs')], 3, 60)
   assert calls == ['ours', 'theirs'] * 3
   assert rates == [[120, 60, 75], [100, 100, 50]]
-  result = benchmark._train_rates(rates, gflops_per_img=2.0, peak=1e12)
+  result = throughput.train_rates(rates, gflops_per_img=2.0, peak=1e12)
   assert result['tiny_flax_img_s'] == 75 and result['torch_img_s'] == 100
   # Per round 1.2, 0.6, 1.5: their median, not the medians' quotient (0.75).
   assert result['ratio'] == pytest.approx(1.2)

@@ -8,6 +8,7 @@ import pytest
 
 from tiny_flax import checkpointing
 from tiny_flax import errors
+from tiny_flax import workdir as workdir_lib
 
 
 def test_keeps_the_latest_three_and_the_best(tmp_path):
@@ -28,13 +29,13 @@ def test_keeps_the_latest_three_and_the_best(tmp_path):
 def test_config_record_refuses_another_model(tmp_path):
   config = ml_collections.ConfigDict({'model': 'resnet18', 'dataset': {
       'source': 'official', 'fake_train_per_class': 1, 'fake_val_per_class': 1}})
-  checkpointing.check_workdir(str(tmp_path), config)
+  workdir_lib.check_workdir(str(tmp_path), config)
   config.num_epochs = 3  # other values may change between runs
-  checkpointing.check_workdir(str(tmp_path), config)
-  assert checkpointing.load_config(str(tmp_path)).num_epochs == 3
+  workdir_lib.check_workdir(str(tmp_path), config)
+  assert workdir_lib.load_config(str(tmp_path)).num_epochs == 3
   config.model = 'alexnet'
   with pytest.raises(errors.UserError, match='resnet18'):
-    checkpointing.check_workdir(str(tmp_path), config)
+    workdir_lib.check_workdir(str(tmp_path), config)
 
 
 def test_an_interrupted_save_does_not_break_the_next_run(tmp_path):

@@ -1,4 +1,4 @@
-"""Every config and variant loads, validates, and holds the seed's recipe."""
+"""Every config and variant loads, validates, and holds the PyTorch original's recipe."""
 
 import importlib
 import re
@@ -51,7 +51,7 @@ def test_tuned_recipes_use_the_regularisers_and_fast_does_not():
   assert fast.num_epochs < _config('resnet18', 'tuned').num_epochs
 
 
-def test_seed_recipes():
+def test_the_original_recipes():
   alexnet = _config('alexnet')
   assert alexnet.input.eval.startswith('resize(256)|center_crop(224)')
   assert 'random_resized_crop(224)' in alexnet.input.train

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import flax.linen as nn
 
-from tiny_flax import backend
+from configs import default as configs_default
 from tiny_flax import errors
 from tiny_flax import models
-from tiny_flax.models import cpu_kernels
-from tiny_flax.models import layers
+from tiny_flax.platform import backend
+from tiny_flax.platform import cpu_kernels
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -117,17 +117,31 @@ def test_models_use_xla_ops_unless_given_the_cpu_forms():
 
 
 @pytest.mark.parametrize('platform', ['cpu', 'gpu', 'tpu'])
-def test_auto_choices_follow_the_backend(platform, monkeypatch):
-  """What 'auto' resolves to on each backend, and explicit values kept."""
+def test_the_resolved_platform_builds_the_models_on_its_forms(platform,
+                                                              monkeypatch):
+  """A model on backend.resolve's kernels, as the trainer builds it: on the
+  CPU every written-out form, on GPUs the max pool alone, on TPUs XLA's ops;
+  an explicit config.kernels wins on every backend."""
   monkeypatch.setattr(jax, 'default_backend', lambda: platform)
-  auto = backend.kernels('auto')
-  assert (auto.conv_general_dilated is cpu_kernels.conv_general_dilated) == (
+  config = configs_default.get_config()
+  config.model = 'resnet18'
+  plain = _primitives()
+
+  def primitives_of(kernels):
+    config.kernels = kernels
+    return _primitives(kernels=backend.resolve(config, 0).kernels)
+
+  auto = primitives_of('auto')
+  assert (auto['select_and_scatter_add'] == 0) == (platform != 'tpu')
+  assert (auto['conv_general_dilated'] < plain['conv_general_dilated']) == (
       platform == 'cpu')
-  assert (auto.max_pool is cpu_kernels.max_pool) == (platform != 'tpu')
-  assert backend.kernels('xla') == layers.Kernels()
-  assert backend.kernels('cpu') is cpu_kernels.KERNELS
-  assert backend.steps_per_dispatch(0) == (1 if platform == 'cpu' else 16)
-  assert backend.steps_per_dispatch(3) == 3
+  assert primitives_of('xla') == plain
+  assert primitives_of('cpu')['select_and_scatter_add'] == 0
+  steps_per_dispatch = backend.resolve(config, 0).steps_per_dispatch
+  assert steps_per_dispatch == (1 if platform == 'cpu' else
+                                backend.ACCELERATOR_STEPS_PER_DISPATCH)
+  config.steps_per_dispatch = 3
+  assert backend.resolve(config, 0).steps_per_dispatch == 3
 
 
 def test_bad_platform_choices_are_refused():

@@ -15,11 +15,12 @@ from tiny_flax import export
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import steps
+from tiny_flax import workdir as workdir_lib
 
 torch = pytest.importorskip('torch')
 torchvision = pytest.importorskip('torchvision')
 
-# The seed's input size of each model.
+# The original's input size of each model.
 SIZES = {'alexnet': 224, 'resnet18': 64, 'resnet50': 64,
          'shufflenet_v2_x1_0': 64}
 
@@ -67,7 +68,7 @@ def resnet18_run(fake_config, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('resnet18')
   config = fake_config.copy_and_resolve_references()
   config.model = 'resnet18'
-  checkpointing.check_workdir(str(workdir), config)
+  workdir_lib.check_workdir(str(workdir), config)
   model = models.create('resnet18', 200)
   state = steps.create_train_state(config, model, (64, 64, 3),
                                    optim.learning_rate_schedule(config, 1))

@@ -8,7 +8,7 @@ import pytest
 
 from tiny_flax import flops
 from tiny_flax import models
-from tiny_flax.models import cpu_kernels
+from tiny_flax.platform import cpu_kernels
 
 
 def test_matmul_flops_counts_dots_and_convolutions_in_subprograms():

@@ -32,13 +32,13 @@ def test_resized_crop_matches_tf_on_a_fixed_box(images, box):
     assert np.abs(resized - theirs.astype(np.float32)).max() <= 1
 
 
-@pytest.mark.parametrize('recipe', [
+@pytest.mark.parametrize('ops', [
     'resize(256)|center_crop(224)|to_tensor|normalize(0.5, 0.5)',
     'resize((80, 50))|center_crop(47)|to_tensor', 'resize(40)|to_tensor',
     'center_crop(70)|to_tensor'])
-def test_eval_recipes_match_tf(images, recipe):
-  ours = np.asarray(jax_transforms.build(recipe)(images, jax.random.key(0)))
-  theirs = np.stack([tf_transforms.build(recipe)(tf.constant(i), tf.zeros([2], tf.int32))
+def test_eval_transforms_match_tf(images, ops):
+  ours = np.asarray(jax_transforms.build(ops)(images, jax.random.key(0)))
+  theirs = np.stack([tf_transforms.build(ops)(tf.constant(i), tf.zeros([2], tf.int32))
                      for i in images])
   np.testing.assert_allclose(ours, theirs, atol=1.01 / 255)
 
@@ -77,7 +77,7 @@ def test_flip_rate_and_determinism(images):
                                 augment(images, jax.random.key(4)))
 
 
-def test_bad_recipe_fails_like_the_tf_one():
+def test_bad_transforms_fail_like_the_tf_ones():
   with pytest.raises(transforms.PreprocessError, match='Known ops'):
     jax_transforms.build('random_crop(3)|to_tensor')
 

@@ -3,7 +3,7 @@
 import pytest
 
 import conftest
-from tiny_flax import launch
+from tiny_flax.platform import launch
 
 # Prints a line per start, then what the restarted process sees: its tunables
 # and the page faults of filling a 64 MiB block from malloc (as XLA:CPU's
@@ -12,7 +12,7 @@ from tiny_flax import launch
 _PROBE = '''
 import ctypes, os, resource
 print('start', flush=True)
-from tiny_flax import launch
+from tiny_flax.platform import launch
 launch.restart_with_malloc_tunables()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
@@ -93,6 +93,18 @@ def test_main_restarts_before_importing_jax_and_never_imports_tensorflow():
   imported = [line.rsplit('|', 1)[-1].strip()
               for line in result.stderr.splitlines()
               if line.startswith('import time:')]
-  assert imported.count('tiny_flax.launch') == 2
+  assert imported.count('tiny_flax.platform.launch') == 2
   assert imported.count('jax') == 1
   assert imported.count('tensorflow') == 0
+
+
+def test_importing_the_trainer_loads_neither_matplotlib_nor_tensorflow():
+  """The loop's modules keep plotting (report.py) and tf.data (data/pipeline.py)
+  to the commands that use them."""
+  result = conftest.run_python(
+      ['-c', 'import sys, tiny_flax.train, tiny_flax.main\n'
+       'print(sorted(m for m in sys.modules if m.split(".")[0] in '
+       '("matplotlib", "tensorflow", "tensorflow_datasets", "clu")))'])
+  assert result.returncode == 0, result.stderr[-2000:]
+  loaded = result.stdout.strip()
+  assert 'matplotlib' not in loaded and 'tensorflow' not in loaded, loaded

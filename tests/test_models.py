@@ -24,7 +24,7 @@ TORCHVISION_COUNTS = {
     'resnet50': 23_917_832,
     'shufflenet_v2_x1_0': 1_458_604,
 }
-# The seed's input size first, then another one (AlexNet at 64 pools a 1x1 map
+# The original's input size first, then another one (AlexNet at 64 pools a 1x1 map
 # up to 6x6).
 SIZES = {'alexnet': (224, 64), 'resnet18': (64, 96), 'resnet50': (64, 48),
          'shufflenet_v2_x1_0': (64, 80)}
@@ -81,9 +81,12 @@ def test_train_mode_outputs_and_running_stats_match_torchvision(name):
                                  train=True, mutable=['batch_stats'])
   assert _relative_error(np.asarray(logits), expected) < 1e-4
   torch_stats = models.load_torchvision(name, torch_model.state_dict())
-  for ours, theirs in zip(jax.tree.leaves(updates['batch_stats']),
-                          jax.tree.leaves(torch_stats['batch_stats'])):
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+  ours = jax.tree.leaves_with_path(updates['batch_stats'])
+  theirs = jax.tree.leaves_with_path(torch_stats['batch_stats'])
+  assert [path for path, _ in ours] == [path for path, _ in theirs]
+  assert ours or name == 'alexnet'  # AlexNet alone has no BatchNorm
+  for (path, a), (_, b) in zip(ours, theirs):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=str(path))
 
 
 def test_adaptive_pool_matches_torch_at_odd_sizes():
@@ -167,9 +170,11 @@ def test_one_train_step_per_model(name):
   state, metrics = step(par.replicate(state), par.shard_batch(batch))
   assert np.isfinite(float(par.unreplicate(metrics).compute()['loss']))
   after = jax.device_get(par.unreplicate(state).params)
-  changed = [not np.array_equal(a, b) for a, b in
-             zip(jax.tree.leaves(after), jax.tree.leaves(before))]
-  assert all(changed)
+  assert jax.tree.structure(after) == jax.tree.structure(before)
+  unchanged = [jax.tree_util.keystr(path) for (path, a), b in zip(
+      jax.tree.leaves_with_path(after), jax.tree.leaves(before))
+               if np.array_equal(a, b)]
+  assert jax.tree.leaves(before) and not unchanged, unchanged
 
 
 def test_training_starts_from_torchvision_weights(tmp_path):

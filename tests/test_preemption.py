@@ -8,9 +8,9 @@ import sys
 import pytest
 
 import conftest
-from tiny_flax import checkpointing
 from tiny_flax import errors
 from tiny_flax import preemption
+from tiny_flax import workdir as workdir_lib
 
 
 def _steps_saved(workdir):
@@ -95,19 +95,19 @@ def test_signals_are_recorded_with_their_exit_codes():
 def test_a_live_run_holds_its_workdir(tmp_path):
   holder = subprocess.Popen(
       [sys.executable, '-c', 'import sys, time\n'
-       'from tiny_flax import checkpointing\n'
-       f'lock = checkpointing.lock_workdir({str(tmp_path)!r})\n'
+       'from tiny_flax import workdir as workdir_lib\n'
+       f'lock = workdir_lib.lock_workdir({str(tmp_path)!r})\n'
        'print("locked", flush=True)\ntime.sleep(60)'],
       cwd=conftest.REPO, env=dict(os.environ, PYTHONPATH=conftest.REPO),
       stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == 'locked'
     with pytest.raises(errors.UserError, match=f'process {holder.pid} on'):
-      checkpointing.lock_workdir(str(tmp_path))
+      workdir_lib.lock_workdir(str(tmp_path))
   finally:
     holder.kill()
     holder.wait()
-  checkpointing.lock_workdir(str(tmp_path)).close()  # a dead holder holds nothing
+  workdir_lib.lock_workdir(str(tmp_path)).close()  # a dead holder holds nothing
 
 
 def test_a_diverging_run_stops_before_checkpointing_it(fake_config, fake_builder,
@@ -124,22 +124,3 @@ def test_a_diverging_run_stops_before_checkpointing_it(fake_config, fake_builder
   assert message and 'Training diverged by step' in message[0]
   assert 'learning_rate' in message[0]
   assert not os.path.isdir(workdir / 'checkpoints') or not _steps_saved(workdir)
-
-
-class _Output:
-  """A step output that records when the host waits for it."""
-
-  def __init__(self, step, waited):
-    self.step, self._waited = step, waited
-
-  def block_until_ready(self):
-    self._waited.append(self.step)
-    return self
-
-
-def test_the_host_waits_once_it_is_three_steps_ahead():
-  waited = []
-  steps_ahead = preemption.StepsAhead(limit=3)
-  for step in range(1, 7):
-    steps_ahead.dispatched({'loss': _Output(step, waited)})
-    assert waited == list(range(1, step - 2)), step

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from configs import default
-from tiny_flax import backend
+from tiny_flax.platform import backend
 from tiny_flax import data
 from tiny_flax import errors
 from tiny_flax.data import archive

@@ -41,3 +41,22 @@ def test_groups_stack_successive_batches_in_order():
   np.testing.assert_array_equal(groups[0][1]['index'],
                                 [[0, 0], [1, 1], [2, 2]])
   np.testing.assert_array_equal(groups[2][1]['index'], [4, 4])
+
+
+class _Output:
+  """A step output that records when the host waits for it."""
+
+  def __init__(self, step, waited):
+    self.step, self._waited = step, waited
+
+  def block_until_ready(self):
+    self._waited.append(self.step)
+    return self
+
+
+def test_the_host_waits_once_it_is_three_steps_ahead():
+  waited = []
+  steps_ahead = step_runner.StepsAhead(limit=3)
+  for step in range(1, 7):
+    steps_ahead.dispatched({'loss': _Output(step, waited)})
+    assert waited == list(range(1, step - 2)), step

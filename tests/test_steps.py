@@ -12,7 +12,7 @@ import pytest
 
 import conftest
 from tiny_flax import errors
-from tiny_flax import backend
+from tiny_flax.platform import backend
 from tiny_flax import models
 from tiny_flax import parallel
 from tiny_flax import steps

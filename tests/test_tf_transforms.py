@@ -29,8 +29,8 @@ def images(fake_manual_dir):
   return decoded + [noise]
 
 
-def _ours(recipe, image, seed=(0, 0)):
-  return tf_transforms.build(recipe)(tf.constant(image),
+def _ours(ops, image, seed=(0, 0)):
+  return tf_transforms.build(ops)(tf.constant(image),
                                   tf.constant(seed, tf.int32)).numpy()
 
 
@@ -39,7 +39,7 @@ def _theirs(torch_ops, image):
   return tensor.numpy().transpose(1, 2, 0)
 
 
-@pytest.mark.parametrize('recipe, torch_ops', [
+@pytest.mark.parametrize('ops, torch_ops', [
     ('resize(256)|center_crop(224)|to_tensor',
      [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()]),
     ('to_tensor', [transforms.ToTensor()]),
@@ -48,9 +48,9 @@ def _theirs(torch_ops, image):
     ('resize(40)|to_tensor', [transforms.Resize(40), transforms.ToTensor()]),
     ('center_crop(70)|to_tensor', [transforms.CenterCrop(70), transforms.ToTensor()]),
 ])
-def test_eval_recipes_match_torchvision(images, recipe, torch_ops):
+def test_eval_transforms_match_torchvision(images, ops, torch_ops):
   for image in images:
-    ours, theirs = _ours(recipe, image), _theirs(torch_ops, image)
+    ours, theirs = _ours(ops, image), _theirs(torch_ops, image)
     assert ours.shape == theirs.shape
     assert np.abs(ours - theirs).max() <= ONE_LEVEL
 
@@ -122,14 +122,14 @@ def test_flip_rate_is_one_half(images):
 
 
 def test_same_seed_same_output(images):
-  recipe = 'random_horizontal_flip|random_resized_crop(96)|to_tensor'
-  first = _ours(recipe, images[0], (1, 2))
-  np.testing.assert_array_equal(first, _ours(recipe, images[0], (1, 2)))
-  others = [_ours(recipe, images[0], (1, s)) for s in range(3, 8)]
+  ops = 'random_horizontal_flip|random_resized_crop(96)|to_tensor'
+  first = _ours(ops, images[0], (1, 2))
+  np.testing.assert_array_equal(first, _ours(ops, images[0], (1, 2)))
+  others = [_ours(ops, images[0], (1, s)) for s in range(3, 8)]
   assert not all(np.array_equal(first, o) for o in others)
 
 
-@pytest.mark.parametrize('recipe, message', [
+@pytest.mark.parametrize('ops, message', [
     ('random_crop(32)|to_tensor', 'Known ops'),
     ('resize(0)|to_tensor', 'positive'),
     ('center_crop((3, -1))|to_tensor', 'positive'),
@@ -139,14 +139,14 @@ def test_same_seed_same_output(images):
     ('resize(64)', 'to_tensor'),
     ('resize(64', 'Cannot parse'),
 ])
-def test_bad_recipes_fail_at_build_time(recipe, message):
+def test_bad_transforms_fail_at_build_time(ops, message):
   with pytest.raises(tf_transforms.PreprocessError, match=message):
-    tf_transforms.build(recipe)
+    tf_transforms.build(ops)
 
 
 def test_pipeline_halves_compose_to_the_per_image_function(images):
-  recipe = 'random_horizontal_flip|to_tensor|normalize(0.5, 0.25)'
-  per_image, pointwise = tf_transforms.build_split(recipe)
+  ops = 'random_horizontal_flip|to_tensor|normalize(0.5, 0.25)'
+  per_image, pointwise = tf_transforms.build_split(ops)
   seed = tf.constant([4, 2])
   halves = pointwise(per_image(tf.constant(images[0]), seed), seed).numpy()
-  np.testing.assert_array_equal(halves, _ours(recipe, images[0], (4, 2)))
+  np.testing.assert_array_equal(halves, _ours(ops, images[0], (4, 2)))

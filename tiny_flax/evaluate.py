@@ -19,14 +19,15 @@ import numpy as np
 from ml_collections import config_flags
 import tqdm
 
-from tiny_flax import backend
-from tiny_flax import checkpointing
 from tiny_flax import data
 from tiny_flax import errors
+from tiny_flax import hparams
 from tiny_flax import inference
 from tiny_flax import report
 from tiny_flax import steps
 from tiny_flax import summaries
+from tiny_flax import workdir as workdir_lib
+from tiny_flax.platform import backend
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'The config the run was trained with; default: the '
@@ -49,12 +50,12 @@ def _image_batches(dataset):
     yield jax.device_get(gather(arrays, batch))
 
 
-def predict_validation(state, dataset):
+def predict_validation(state, dataset, logits_fn):
   """Labels, top-5 predictions and losses of every validation image."""
   labels, top5, losses = [], [], []
   for batch in tqdm.tqdm(_image_batches(dataset), total=len(
       dataset.eval_batches), desc='Evaluating', unit='batch'):
-    logits = inference.logits(state, batch['image'])
+    logits = logits_fn(state, batch['image'])
     keep = batch['mask']
     labels.append(batch['label'][keep])
     top5.append(np.asarray(jax.lax.top_k(logits, 5)[1])[keep])
@@ -64,22 +65,22 @@ def predict_validation(state, dataset):
 
 def evaluate(config, workdir, which='best'):
   """Writes WORKDIR/report/ for `config` (None: the recorded one); its metrics."""
-  recorded = checkpointing.load_config(workdir)
+  recorded = workdir_lib.load_config(workdir)
   if config is None:
     config = recorded
-  checkpointing.check_same_run(workdir, recorded, config)
-  state, step = inference.restore(config, workdir, which)
-  dataset = data.prepare(config, backend.input_on_device(
-      config.input.on_device, data.resident_bytes(config),
-      backend.tensorflow_installed()))
+  workdir_lib.check_same_run(workdir, recorded, config)
+  platform = backend.resolve(config, data.resident_bytes(config))
+  state, step = inference.restore(config, workdir, platform, which)
+  dataset = data.prepare(config, platform.input_on_device)
   class_names = dataset.class_names
-  labels, top5, losses = predict_validation(state, dataset)
+  labels, top5, losses = predict_validation(
+      state, dataset, inference.compile_logits(platform))
   metrics = {'model': config.model, 'step': step, 'images': int(len(labels)),
              'weights': 'ema' if config.ema.decay > 0 else 'trained',
              'top1': float(np.mean(top5[:, 0] == labels)),
              'top5': float(np.mean((top5 == labels[:, None]).any(axis=1))),
              'loss': float(np.mean(losses)),
-             'config': summaries.flat_config(config)}
+             'config': hparams.flat(config)}
   curves = report.epoch_curves(report.read_scalars(workdir))
   rows = report.per_class(labels, top5[:, 0], class_names, losses)
   pairs = report.confusions(labels, top5[:, 0])
@@ -91,6 +92,7 @@ def evaluate(config, workdir, which='best'):
   report.write(os.path.join(workdir, 'report'), metrics, curves, rows, pairs,
                class_names, figures)
   writer = summaries.create_writer(os.path.join(workdir, 'report'),
+                                   tensorflow=platform.tensorflow,
                                    just_logging=jax.process_index() > 0)
   writer.write_images(step, {f'report/{name}': report.figure_to_array(fig)[None]
                              for name, fig in figures.items()})

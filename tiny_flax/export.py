@@ -23,11 +23,12 @@ from absl import app  # pylint: disable=g-import-not-at-top,g-bad-import-order
 from absl import flags
 import numpy as np
 
-from tiny_flax import checkpointing
 from tiny_flax import errors
 from tiny_flax import inference
 from tiny_flax import models
 from tiny_flax import data
+from tiny_flax import workdir as workdir_lib
+from tiny_flax.platform import backend
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of a trained run.',
                                required=True)
@@ -39,7 +40,7 @@ _OUT = flags.DEFINE_string('out', None, 'The .pth file to write.',
 
 def export(workdir, out, which='best'):
   """Writes checkpoint `which` of `workdir` to `out`; returns (model, step)."""
-  config = checkpointing.load_config(workdir)
+  config = workdir_lib.load_config(workdir)
   if config.model not in models.TORCHVISION_NAMES:
     raise errors.UserError(
         f'{workdir} holds a {config.model}, which torchvision does not have '
@@ -48,7 +49,8 @@ def export(workdir, out, which='best'):
     raise errors.UserError(
         'Exporting needs PyTorch: pip install -r requirements-test.txt '
         '(or torch and torchvision).')
-  state, step = inference.restore(config, workdir, which)
+  platform = backend.resolve(config, data.resident_bytes(config))
+  state, step = inference.restore(config, workdir, platform, which)
   state_dict = {
       key: torch.from_numpy(np.array(value)) for key, value in models.to_torchvision(
           config.model, {'params': state.params,

@@ -8,42 +8,12 @@ forms skip multiplies by padding, and the count would depend on the backend.
 
 import functools
 import math
-import time
 
 import jax
 import jax.extend
 import jax.numpy as jnp
 
-from tiny_flax import backend
 from tiny_flax.models import layers
-
-
-def timed(step, sync, num_steps):
-  """Seconds per `step()`: one warm-up, then steps queued back to back."""
-  step()
-  sync()
-  start = time.perf_counter()
-  for _ in range(num_steps):
-    step()
-  sync()
-  return (time.perf_counter() - start) / num_steps
-
-
-def matmul_peak(dtype, num_steps, repeats=3):
-  """FLOP/s of a large square matmul on random data: the denominator of MFU.
-
-  The best of `repeats` measurements: the first can include the kernel
-  handing out the outputs' memory (huge pages are compacted on first use).
-  """
-  n = 2048 if backend.on_cpu() else 8192
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  matmul = jax.jit(lambda x: x @ x)
-
-  def measure():
-    out = []
-    return timed(lambda: out.append(matmul(a)),
-                 lambda: jax.block_until_ready(out), num_steps)
-  return 2 * n**3 / min(measure() for _ in range(repeats))
 
 
 def matmul_flops(jaxpr):

@@ -8,11 +8,11 @@ same command again resumes from the latest checkpoint in the workdir. Without
 `--config=configs/CONFIG.py:VARIANT`). `--print_config` prints the resolved
 config and exits. Training on a Linux CPU, the command first restarts itself
 once with malloc tunables that keep XLA:CPU's large buffers mapped between
-steps (tiny_flax/launch.py), before it imports anything heavy.
+steps (tiny_flax/platform/launch.py), before it imports anything heavy.
 """
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from tiny_flax import launch
+from tiny_flax.platform import launch
 
 if __name__ == '__main__':
   launch.restart_with_malloc_tunables()
@@ -105,7 +105,7 @@ def main(argv):
   logging.info('Process %d of %d; local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   with errors.exit_on_user_error():
-    return train.train_and_evaluate(_CONFIG.value, workdir, _PROGRESS.value)
+    return train.train_and_validate(_CONFIG.value, workdir, _PROGRESS.value)
 
 
 if __name__ == '__main__':

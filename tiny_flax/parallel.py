@@ -15,7 +15,6 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-from tiny_flax import backend
 from tiny_flax import errors
 from tiny_flax import steps
 
@@ -25,11 +24,13 @@ KINDS = ('pmap', 'shard_map')
 class Parallel:
   """Places state and batches on devices and compiles steps for `kind`."""
 
-  def __init__(self, kind, devices=None):
+  def __init__(self, kind, devices=None, compiler_options=None):
+    """`compiler_options`: the platform's, for every shard_map step."""
     if kind not in KINDS:
       raise errors.UserError(
           f'config.parallelism must be one of {", ".join(KINDS)}, got {kind!r}.')
     self.kind = kind
+    self._compiler_options = compiler_options
     if kind == 'pmap':
       self.devices = list(devices or jax.local_devices())
     else:
@@ -115,8 +116,8 @@ class Parallel:
     `replicated` inputs (placed with `replicate`) are the same on every device.
     `stacked`: the batch comes from `shard_batch(..., stacked=True)`.
     pmap takes no compiler options, so on CPU its step lacks
-    backend.CPU_COMPILER_OPTIONS and runs 20-30% slower than the default
-    shard_map form (ResNet18 539 against 409 ms, AlexNet 446 against 336).
+    backend.CPU_COMPILER_OPTIONS and runs slower than the default shard_map
+    form (docs/performance.md).
     """
     donate = (0,) if donate_state else ()
     if self.kind == 'pmap':
@@ -130,7 +131,7 @@ class Parallel:
                   + (P(),) * replicated_inputs),
         out_specs=P(), check_vma=False)
     return jax.jit(mapped, donate_argnums=donate,
-                   compiler_options=backend.compiler_options())
+                   compiler_options=self._compiler_options)
 
   def compile_train(self, body, replicated_inputs=0):
     """(one step, several steps in one call) of a train `body`.

@@ -16,12 +16,13 @@ import numpy as np
 from PIL import Image
 from PIL import UnidentifiedImageError
 
-from tiny_flax import checkpointing
-from tiny_flax import data
 from tiny_flax import errors
+from tiny_flax import data
 from tiny_flax import inference
+from tiny_flax import workdir as workdir_lib
 from tiny_flax.data import archive
 from tiny_flax.data import jax_transforms
+from tiny_flax.platform import backend
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of a trained run.',
                                required=True)
@@ -42,10 +43,11 @@ def load_image(path):
 
 def predict(workdir, paths, which='best'):
   """Yields (path, [(wnid, name, probability)] or an error message)."""
-  config = checkpointing.load_config(workdir)
-  class_names = (checkpointing.load_class_names(workdir)
-                 or data.class_names(config))
-  state, _ = inference.restore(config, workdir, which)
+  config = workdir_lib.load_config(workdir)
+  class_names = workdir_lib.load_class_names(workdir)
+  platform = backend.resolve(config, data.resident_bytes(config))
+  state, _ = inference.restore(config, workdir, platform, which)
+  logits_fn = inference.compile_logits(platform)
   preprocess = jax.jit(jax_transforms.build(config.input.eval))
   for path in paths:
     try:
@@ -54,7 +56,7 @@ def predict(workdir, paths, which='best'):
       yield path, f'cannot read image ({e})'
       continue
     image = preprocess(pixels[None], jax.random.key(0))
-    probabilities = np.asarray(jax.nn.softmax(inference.logits(state, image)))[0]
+    probabilities = np.asarray(jax.nn.softmax(logits_fn(state, image)))[0]
     best = np.argsort(-probabilities)[:_TOP]
     yield path, [(*class_names[i], float(probabilities[i])) for i in best]
 

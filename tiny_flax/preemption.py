@@ -5,7 +5,6 @@ it then saves synchronously at that step, so that the same command resumes
 from there with the same batches.
 """
 
-import collections
 import signal
 import time
 
@@ -51,26 +50,6 @@ class StopRequests:
   def restore_handlers(self):
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
-
-
-class StepsAhead:
-  """Holds the host at most `limit` steps ahead of the device.
-
-  JAX dispatches steps asynchronously, and a stop waits for every dispatched
-  step before it saves. Unbounded, the loop ran 50 steps (61 s) ahead of a
-  2-core CPU between log steps, longer than SLURM's default 30 s between
-  SIGTERM and SIGKILL. Three steps keep an accelerator's queue full.
-  """
-
-  def __init__(self, limit=3):
-    self._limit = limit
-    self._pending = collections.deque()
-
-  def dispatched(self, step_outputs):
-    """Records a dispatched step's outputs; waits for the one `limit` back."""
-    self._pending.append(step_outputs)
-    if len(self._pending) > self._limit:
-      jax.block_until_ready(self._pending.popleft())
 
 
 class CheckpointTimer:

@@ -1,4 +1,4 @@
-"""The evaluation report: the seed project's plots, per-class miss rates, tables.
+"""The evaluation report: the PyTorch original's plots, per-class miss rates, tables.
 
 Curves are read back from the run's TensorBoard events, so a report can be
 drawn for any workdir; per-class numbers come from one pass over validation.
@@ -148,7 +148,7 @@ def _label(wnid, name, width=18):
 
 
 def plot_curves(runs):
-  """The seed's accuracy and log-loss plots; runs ({label: curves}) overlaid.
+  """The PyTorch original's accuracy and log-loss plots; runs ({label: curves}) overlaid.
 
   With several runs each has one colour and the line style tells the curves
   apart; a single run gives each curve its own colour.

@@ -1,16 +1,17 @@
 """The compiled train step run the way training runs it.
 
-Shared by the trainer and scripts/benchmark.py, so that the benchmark's
-"resident" figure measures the trainer's own dispatch: calls queued back to
-back, at most `preemption.StepsAhead` ahead of the device, their metrics kept
-on the devices until a log step merges them in one call. A call runs one step,
+Shared by the trainer and the benchmark (throughput.py), so that the
+benchmark's "resident" figure measures the trainer's own dispatch: calls
+queued back to back, at most `StepsAhead` ahead of the device, their metrics
+kept on the devices until a log step merges them in one call. A call runs one step,
 or `config.steps_per_dispatch` of them scanned together, so that a device
 whose step is shorter than the host's dispatch still never waits.
 """
 
-import numpy as np
+import collections
 
-from tiny_flax import preemption
+import jax
+import numpy as np
 
 
 def dispatch_sizes(start_step, num_steps, steps_per_dispatch, every):
@@ -43,6 +44,27 @@ def grouped(batches, sizes):
                    for key in group[0]}
 
 
+class StepsAhead:
+  """Holds the host at most `limit` steps ahead of the device.
+
+  JAX dispatches steps asynchronously, and a stop waits for every dispatched
+  step before it saves. Unbounded, the loop ran tens of steps ahead of a CPU
+  between log steps, longer than SLURM's default 30 s between SIGTERM and
+  SIGKILL (docs/reliability.md). Three steps keep an accelerator's queue
+  full.
+  """
+
+  def __init__(self, limit=3):
+    self._limit = limit
+    self._pending = collections.deque()
+
+  def dispatched(self, step_outputs):
+    """Records a dispatched step's outputs; waits for the one `limit` back."""
+    self._pending.append(step_outputs)
+    if len(self._pending) > self._limit:
+      jax.block_until_ready(self._pending.popleft())
+
+
 class StepRunner:
   """Holds the replicated state and the metrics of the steps since the last log."""
 
@@ -56,7 +78,7 @@ class StepRunner:
     self._train_steps = train_steps
     self._calls = par.prefetch(grouped(batches, sizes), place=self._place)
     self._metrics = []
-    self._steps_ahead = preemption.StepsAhead()
+    self._steps_ahead = StepsAhead()
 
   def _place(self, group):
     size, batch = group

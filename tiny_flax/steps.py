@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tiny_flax import backend
 from tiny_flax import errors
 from tiny_flax import mixing as mixing_lib
 from tiny_flax import models
@@ -30,15 +29,13 @@ class TrainState(train_state.TrainState):
   ema: Any = flax.struct.field(default_factory=dict)
 
 
-def create_model(config, num_classes, axis_name=None):
-  """The config's model: its compute dtype, and the kernels of `config.kernels`.
-
-  Run records older than `config.kernels` get 'auto'.
-  """
+def create_model(config, num_classes, kernels, axis_name=None):
+  """The config's model in its compute dtype, built on `kernels`
+  (the platform's choice for config.kernels)."""
   return models.create(
       config.model, num_classes, axis_name=axis_name,
       dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
-      kernels=backend.kernels(config.get('kernels', 'auto')))
+      kernels=kernels)
 
 
 def create_train_state(config, model, image_shape, learning_rate_fn):
@@ -133,7 +130,7 @@ def train_step(state, batch, *, dropout_key, label_smoothing=0.0,
   (_, (logits, losses, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
   # Over one device the mean is the identity, but XLA:CPU copies every
-  # gradient for it: AlexNet's step 336 -> 470 ms (docs/performance.md).
+  # gradient for it (docs/performance.md).
   if jax.lax.axis_size(AXIS) > 1:
     grads = jax.lax.pmean(grads, AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)

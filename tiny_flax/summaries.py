@@ -22,40 +22,27 @@ from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.summary.writer import event_file_writer
 from tensorboard.util import tensor_util
 
-from tiny_flax import backend
 
 
-def create_writer(workdir, just_logging=False):
-  """A clu MetricWriter, or `EventWriter` where TensorFlow is missing.
+def create_writer(workdir, *, tensorflow, just_logging=False):
+  """A clu MetricWriter where `tensorflow` (installed), else `EventWriter`.
 
   `just_logging`: log the values, write no event file (processes > 0).
   """
-  if backend.tensorflow_installed():
+  if tensorflow:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
     return metric_writers.create_default_writer(workdir,
                                                 just_logging=just_logging)
   return EventWriter(None if just_logging else workdir)
 
 
-def report_progress(num_train_steps, writer):
-  """clu's ReportProgress, or `ReportProgress` where TensorFlow is missing."""
-  if backend.tensorflow_installed():
+def report_progress(num_train_steps, writer, *, tensorflow):
+  """clu's ReportProgress where `tensorflow` (installed), else `ReportProgress`."""
+  if tensorflow:
     from clu import periodic_actions  # pylint: disable=g-import-not-at-top
     return periodic_actions.ReportProgress(num_train_steps=num_train_steps,
                                            writer=writer)
   return ReportProgress(num_train_steps, writer)
-
-
-def flat_config(config):
-  """{'dotted.key': value} of a config, values as TensorBoard hparams take them."""
-  def flatten(tree, prefix=''):
-    for key, value in tree.items():
-      if isinstance(value, dict):
-        yield from flatten(value, f'{prefix}{key}.')
-      else:
-        yield f'{prefix}{key}', value if isinstance(
-            value, (int, float, str, bool)) else str(value)
-  return dict(flatten(config.to_dict()))
 
 
 def _scalar(tag, value):

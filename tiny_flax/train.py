@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tiny_flax import backend
 from tiny_flax import checkpointing
 from tiny_flax import data
 from tiny_flax import errors
+from tiny_flax import hparams
+from tiny_flax import loop_policy
 from tiny_flax import mixing
 from tiny_flax import models
 from tiny_flax import optim
@@ -31,6 +32,8 @@ from tiny_flax import progress
 from tiny_flax import step_runner
 from tiny_flax import steps
 from tiny_flax import summaries
+from tiny_flax import workdir as workdir_lib
+from tiny_flax.platform import backend
 
 
 def _init_from_torchvision(config, state):
@@ -61,7 +64,7 @@ def compile_input(config, dataset, par, train_step, start_step):
 
   From tf.data's batches; or, with resident data, from index batches, the
   steps gathering and transforming their images on the devices. The
-  trainer and scripts/benchmark.py both train this way.
+  trainer and the benchmark (throughput.py) both train this way.
   """
   batches = dataset.train_batches(start_step)
   first = next(batches)
@@ -111,14 +114,29 @@ def image_grid(images, columns=8, rows=4):
       rows * height, columns * width, channels)
 
 
-def evaluate(p_eval_step, state, batches, par):
-  """Metrics of the whole split: merged on device in one call, one fetch."""
-  collected = [p_eval_step(state, batch) for batch in par.prefetch(batches)]
+def validate(eval_step, state, batches, par):
+  """Metrics of the whole validation split: merged on device, one fetch."""
+  collected = [eval_step(state, batch) for batch in par.prefetch(batches)]
   return {k: float(v)
           for k, v in par.merge_metrics(collected).compute().items()}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+def _check_finite(step, values, last_finite, checkpoints):
+  """Ends the run before a non-finite state can be checkpointed."""
+  values = {k: float(v) for k, v in values.items()}
+  if all(math.isfinite(v) for v in values.values()):
+    if 'train_loss' in values:
+      last_finite.update(step=step, loss=values['train_loss'])
+    return
+  raise errors.UserError(
+      f'Training diverged by step {step}: {values}. Last finite training '
+      f'loss: {last_finite.get("loss")} at step {last_finite.get("step")}; '
+      f'last checkpoint: step {checkpoints.latest_step()}, which the same '
+      'command resumes from. Lower config.learning_rate or add warmup '
+      '(config.schedule.warmup_epochs).')
+
+
+def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                        progress_bars: str = 'auto'):
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
@@ -127,33 +145,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns the process's exit code: 0, or 130 when Ctrl-C stopped the run
   (SIGTERM stops it with 0: the run is resumable, not failed).
   """
-  checkpointing.check_workdir(workdir, config)
-  lock = checkpointing.lock_workdir(workdir)  # held until the process ends
-  par = parallel.Parallel(config.parallelism)
+  # The workdir, the platform's choices and every config value are checked
+  # before minutes of data preparation.
+  workdir_lib.check_workdir(workdir, config)
+  lock = workdir_lib.lock_workdir(workdir)  # held until the process ends
+  platform = backend.resolve(config, data.resident_bytes(config))
+  par = parallel.Parallel(config.parallelism,
+                          compiler_options=platform.compiler_options)
   par.check_batch_size(config.batch_size)
-  steps_per_dispatch = backend.steps_per_dispatch(config.steps_per_dispatch)
-  # Mistakes in the config fail here, before minutes of data preparation.
-  model = steps.create_model(config, data.NUM_CLASSES, steps.AXIS)
-  image_shape = data.image_shape(config)
+  model = steps.create_model(config, data.NUM_CLASSES, platform.kernels,
+                             steps.AXIS)
   optim.check(config)
-  mixing_settings = mixing.from_config(config.mixing)
-  ema = steps.ema_settings(config.ema)
-  on_device = backend.input_on_device(
-      config.input.on_device, data.resident_bytes(config),
-      backend.tensorflow_installed())
-  logging.info('Input: %s (config.input.on_device=%s).',
-               'resident in device memory' if on_device else 'tf.data',
-               config.input.on_device)
+  train_step = functools.partial(
+      steps.train_step, dropout_key=jax.random.key(config.seed + 1),
+      label_smoothing=config.label_smoothing,
+      mixing=mixing.from_config(config.mixing),
+      ema=steps.ema_settings(config.ema))
 
+  # The dataset: its batches, its size, its class names.
   started = time.perf_counter()
-  dataset = data.prepare(config, on_device)
+  dataset = data.prepare(config, platform.input_on_device)
   logging.info('Input prepared in %.1f s.', time.perf_counter() - started)
-  checkpointing.save_class_names(workdir, dataset.class_names)
+  workdir_lib.save_class_names(workdir, dataset.class_names)
   steps_per_epoch = dataset.steps_per_epoch
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else config.num_epochs * steps_per_epoch)
+  intervals = loop_policy.Intervals(
+      num_steps, steps_per_epoch, config.log_every_steps,
+      config.checkpoint_every_steps)
+
+  # The state: fresh, or from the latest checkpoint.
   learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
-  state = steps.create_train_state(config, model, image_shape, learning_rate_fn)
+  state = steps.create_train_state(config, model, dataset.image_shape,
+                                   learning_rate_fn)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('%s: %s parameters.', config.model, f'{num_params:,}')
   checkpoints = checkpointing.manager(workdir, config.checkpoints_to_keep)
@@ -162,65 +186,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if start_step == 0 and config.init_from:
     state = _init_from_torchvision(config, state)
 
-  writer = summaries.create_writer(workdir,
+  # TensorBoard, progress bars, signals.
+  writer = summaries.create_writer(workdir, tensorflow=platform.tensorflow,
                                    just_logging=jax.process_index() > 0)
   if start_step == 0:
-    writer.write_hparams(summaries.flat_config(config))
+    writer.write_hparams(hparams.flat(config))
   logging.info('Training %s for %d steps (%d per epoch) from step %d on %d '
                'devices with %s, %d steps per dispatch.', config.model,
                num_steps, steps_per_epoch, start_step, par.num_devices,
-               par.kind, steps_per_dispatch)
+               par.kind, platform.steps_per_dispatch)
+  report_progress = summaries.report_progress(
+      num_steps, writer, tensorflow=platform.tensorflow)
+  bars = progress.EpochBars(steps_per_epoch, num_steps, config.batch_size,
+                            mode=progress_bars if jax.process_index() == 0
+                            else 'off')
+  stop = preemption.StopRequests(checkpoints)
+  timer = preemption.CheckpointTimer(config.checkpoint_every_minutes)
 
-  train_step = functools.partial(
-      steps.train_step, dropout_key=jax.random.key(config.seed + 1),
-      label_smoothing=config.label_smoothing, mixing=mixing_settings, ema=ema)
+  # The compiled steps, and the runner that dispatches them.
   compile_started = time.perf_counter()
   compiled = compile_input(config, dataset, par, train_step, start_step)
   writer.write_images(start_step, {
       'augmented_train_images': image_grid(compiled.first_images)[None]})
-  sizes = step_runner.dispatch_sizes(
-      start_step, num_steps, steps_per_dispatch,
-      (config.log_every_steps, steps_per_epoch, config.checkpoint_every_steps))
-  runner = step_runner.StepRunner(par, compiled.train_step,
-                                  par.replicate(state), compiled.batches,
-                                  sizes, compiled.train_steps)
+  runner = step_runner.StepRunner(
+      par, compiled.train_step, par.replicate(state), compiled.batches,
+      step_runner.dispatch_sizes(start_step, num_steps,
+                                 platform.steps_per_dispatch,
+                                 intervals.every()),
+      compiled.train_steps)
   del state  # the runner's replicated copy is the one that trains
-  report_progress = summaries.report_progress(num_steps, writer)
-  bars = progress.EpochBars(steps_per_epoch, num_steps, config.batch_size,
-                            mode=progress_bars if jax.process_index() == 0
-                            else 'off')
-
-  stop = preemption.StopRequests(checkpoints)
-  timer = preemption.CheckpointTimer(config.checkpoint_every_minutes)
-
   last_finite = {}  # step and training loss of the last finite log
-
-  def check_finite(step, values):
-    """Ends the run before a non-finite state can be checkpointed."""
-    values = {k: float(v) for k, v in values.items()}
-    if all(math.isfinite(v) for v in values.values()):
-      if 'train_loss' in values:
-        last_finite.update(step=step, loss=values['train_loss'])
-      return
-    raise errors.UserError(
-        f'Training diverged by step {step}: {values}. Last finite training '
-        f'loss: {last_finite.get("loss")} at step {last_finite.get("step")}; '
-        f'last checkpoint: step {checkpoints.latest_step()}, which the same '
-        'command resumes from. Lower config.learning_rate or add warmup '
-        '(config.schedule.warmup_epochs).')
-
-  def save(step, metrics=None):
-    checkpointing.save(checkpoints, step, par.unreplicate(runner.state),
-                       metrics)
-    timer.saved()
-
-  def log_training(step):
-    """Writes the mean of the steps since the last log; ends a log interval."""
-    summary = {f'train_{k}': v for k, v in runner.pop_metrics().items()}
-    summary['learning_rate'] = learning_rate_fn(step - 1)
-    writer.write_scalars(step, summary)
-    bars.show(summary)
-    check_finite(step, {'train_loss': summary['train_loss']})
 
   try:
     step = start_step
@@ -235,42 +230,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       report_progress(step)
       for dispatched in range(first, step + 1):
         bars.update(dispatched)
-      # A call never runs past the steps below (step_runner.dispatch_sizes).
-      epoch_end = step % steps_per_epoch == 0 or step == num_steps
-      # Checkpoints fall on log steps (the timed ones by waiting for one), so
-      # a resumed run logs the same intervals as an uninterrupted one.
-      scheduled_save = epoch_end or (
-          config.checkpoint_every_steps > 0
-          and step % config.checkpoint_every_steps == 0)
 
-      if step % config.log_every_steps == 0 or scheduled_save:
-        log_training(step)
-        if not epoch_end and (scheduled_save or timer.due()):
-          save(step)
-
-      if epoch_end:
-        eval_started = time.perf_counter()
+      todo = loop_policy.after_step(step, intervals,
+                                    stop_requested=stop.reached(step))
+      if todo.log and runner.has_metrics:
+        summary = {f'train_{k}': v for k, v in runner.pop_metrics().items()}
+        summary['learning_rate'] = learning_rate_fn(step - 1)
+        writer.write_scalars(step, summary)
+        bars.show(summary)
+        _check_finite(step, {'train_loss': summary['train_loss']},
+                      last_finite, checkpoints)
+      metrics = None
+      if todo.validate:
+        started = time.perf_counter()
         with report_progress.timed('eval'):
-          eval_metrics = evaluate(compiled.eval_step, runner.state,
-                                  dataset.eval_batches, par)
-        eval_metrics = {f'val_{k}': v for k, v in eval_metrics.items()}
-        if ema is not None:
-          with report_progress.timed('eval'):
-            eval_metrics.update({f'val_ema_{k}': v for k, v in evaluate(
-                compiled.eval_step, steps.with_ema_weights(runner.state),
-                dataset.eval_batches, par).items()})
-        eval_metrics['epoch'] = step / steps_per_epoch
-        writer.write_scalars(step, eval_metrics)
-        logging.info('Step %d: %s (validation %.1f s)', step, eval_metrics,
-                     time.perf_counter() - eval_started)
-        check_finite(step, {'val_loss': eval_metrics['val_loss']})
-        save(step, eval_metrics)
-
-      if stop.reached(step) and step < num_steps:
-        if checkpoints.latest_step() != step:
-          if runner.has_metrics:
-            log_training(step)
-          save(step)
+          metrics = _validate_epoch(compiled.eval_step, runner.state,
+                                    dataset.eval_batches, par,
+                                    with_ema=config.ema.decay > 0)
+        metrics['epoch'] = step / steps_per_epoch
+        writer.write_scalars(step, metrics)
+        logging.info('Step %d: %s (validation %.1f s)', step, metrics,
+                     time.perf_counter() - started)
+        _check_finite(step, {'val_loss': metrics['val_loss']}, last_finite,
+                      checkpoints)
+      if todo.save or (todo.save_if_due and timer.due()):
+        checkpointing.save(checkpoints, step, par.unreplicate(runner.state),
+                           metrics)
+        timer.saved()
+      if todo.stop:
         checkpointing.wait(checkpoints)
         bars.close()
         message = (f'Stopped at step {step} of {num_steps}, checkpoint saved: '
@@ -287,3 +274,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       checkpoints.close()
       lock.close()
   return stop.exit_code()
+
+
+def _validate_epoch(eval_step, state, batches, par, with_ema):
+  """val_* metrics of the trained weights, and val_ema_* of their average."""
+  metrics = {f'val_{k}': v
+             for k, v in validate(eval_step, state, batches, par).items()}
+  if with_ema:
+    metrics.update({f'val_ema_{k}': v for k, v in validate(
+        eval_step, steps.with_ema_weights(state), batches, par).items()})
+  return metrics

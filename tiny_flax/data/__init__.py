@@ -84,11 +84,6 @@ def prepare(config, on_device):
   return pipeline.dataset(config)
 
 
-def class_names(config):
-  """(wnid, words) per class index, from the decoded arrays (no TensorFlow)."""
-  return load_arrays(config).class_names
-
-
 def load_arrays(config):
   """The config's archive decoded into cached arrays (tiny_flax/data/arrays.py)."""
   manual_dir, data_dir = locate.dirs(config)

@@ -8,7 +8,6 @@ hands out the gather-and-transform functions; the trainer composes them with
 its steps and compiles the whole.
 """
 
-import math
 from typing import Callable, NamedTuple
 
 import jax

@@ -1,48 +1,85 @@
 """What differs between XLA backends, decided once at the start of a run.
 
 The models, step bodies and parallel wrappers are the same on every backend;
-this module is the one place that asks which backend runs them. On TPU every
-choice here is XLA's default; docs/performance.md has the measurements behind
-the CPU and GPU ones.
+this module is the one place that asks which backend runs them. `resolve`
+makes every choice once, and the trainer, `evaluate` and the benchmark pass
+the resulting `Platform` down. On TPU every choice is XLA's default.
 """
 
+import dataclasses
 import functools
 import importlib.util
+from typing import Optional
 
 from absl import logging
 import jax
 
 from tiny_flax import errors
-from tiny_flax.models import cpu_kernels
 from tiny_flax.models import layers
+from tiny_flax.platform import cpu_kernels
 
 KERNEL_CHOICES = ('auto', 'xla', 'cpu')
+ON_DEVICE_CHOICES = ('auto', 'true', 'false')
 
-# jaxlib 0.10's XLA:CPU hands convolutions to YNNPACK by default; its own
-# (Eigen) convolutions, with YNNPACK kept for dots and reductions, train
-# AlexNet ~35% and ResNet18 ~20% faster (docs/performance.md).
+# XLA:CPU's own (Eigen) convolutions, with YNNPACK kept for dots and
+# reductions: jaxlib 0.10 hands convolutions to YNNPACK by default, which
+# trains the models slower.
 CPU_COMPILER_OPTIONS = {
     'xla_cpu_experimental_ynn_fusion_type':
         'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
 
-
-# XLA's convolutions with the written-out max pool of cpu_kernels (a first-
-# maximum index and a phase-wise backward instead of select-and-scatter):
-# AlexNet, whose three pools are its only difference, trains 11% faster on
-# an H200.
+# On GPUs, XLA's convolutions with the written-out max pool of cpu_kernels
+# (a first-maximum index and a phase-wise backward instead of
+# select-and-scatter), which trains AlexNet faster.
 GPU_KERNELS = layers.Kernels(max_pool=cpu_kernels.max_pool)
 
-# Train steps per dispatch where config.steps_per_dispatch is 0. On an H200
-# ResNet18's step at batch 128 is shorter than Python's dispatch of it: 16
-# steps per call train 31% faster. XLA:CPU runs a scanned step slower.
+# Train steps per dispatch where config.steps_per_dispatch is 0: on an
+# accelerator a small batch's step is shorter than Python's dispatch of it.
+# XLA:CPU runs a scanned step slower.
 ACCELERATOR_STEPS_PER_DISPATCH = 16
-
 
 # config.input.on_device = 'auto' keeps the splits in device memory where
 # they take at most this share of the free memory, leaving the rest to the
 # model's activations.
 RESIDENT_SHARE_OF_FREE_MEMORY = 0.25
-ON_DEVICE_CHOICES = ('auto', 'true', 'false')
+
+
+@dataclasses.dataclass(frozen=True)
+class Platform:
+  """The platform's choices for one run (`resolve`)."""
+  backend: str  # jax.default_backend(): 'cpu', 'gpu' or 'tpu'
+  kernels: layers.Kernels  # the models' convolution and max pool
+  compiler_options: Optional[dict]  # for every compiled step
+  steps_per_dispatch: int  # train steps per host dispatch
+  input_on_device: bool  # the splits resident in device memory
+  tensorflow: bool  # TensorFlow and TFDS importable (tf.data's path)
+
+
+def resolve(config, resident_bytes):
+  """The `Platform` of `config` on this process's backend.
+
+  `resident_bytes`: device memory the splits take when resident. Bad values
+  of config.kernels, config.steps_per_dispatch and config.input.on_device
+  end here, as UserErrors.
+  """
+  tensorflow = tensorflow_installed()
+  platform = Platform(
+      backend=jax.default_backend(),
+      kernels=kernels(config.kernels),
+      compiler_options=compiler_options(),
+      steps_per_dispatch=steps_per_dispatch(config.steps_per_dispatch),
+      input_on_device=input_on_device(config.input.on_device, resident_bytes,
+                                      tensorflow),
+      tensorflow=tensorflow)
+  logging.info('Input: %s (config.input.on_device=%s).',
+               'resident in device memory' if platform.input_on_device
+               else 'tf.data', config.input.on_device)
+  logging.info('Platform: %s; %d steps per dispatch '
+               '(config.steps_per_dispatch=%s), config.kernels=%s, %s.',
+               platform.backend, platform.steps_per_dispatch,
+               config.steps_per_dispatch, config.kernels,
+               'TensorFlow installed' if tensorflow else 'no TensorFlow')
+  return platform
 
 
 def on_cpu():
@@ -69,7 +106,7 @@ def free_device_memory():
   return min(free)
 
 
-def input_on_device(choice, nbytes, tensorflow_installed):
+def input_on_device(choice, nbytes, tensorflow):
   """Whether the splits (`nbytes` on every device) live in device memory.
 
   config.input.on_device: 'true', 'false', or 'auto': on for a GPU or TPU
@@ -85,7 +122,7 @@ def input_on_device(choice, nbytes, tensorflow_installed):
     return False
   free = free_device_memory()
   if choice == 'auto':
-    if not tensorflow_installed:
+    if not tensorflow:
       return True
     return not on_cpu() and (
         free is None or nbytes <= RESIDENT_SHARE_OF_FREE_MEMORY * free)
@@ -100,9 +137,8 @@ def input_on_device(choice, nbytes, tensorflow_installed):
 def kernels(choice='auto'):
   """The models' convolution and max pool for `config.kernels`.
 
-  'xla': XLA's ops; 'cpu': the forms of models/cpu_kernels.py, which XLA:CPU
-  trains 1.1-6x faster; 'auto': 'cpu' on the CPU backend, GPU_KERNELS on
-  GPUs, else 'xla'.
+  'xla': XLA's ops; 'cpu': the forms of cpu_kernels.py; 'auto': 'cpu' on the
+  CPU backend, GPU_KERNELS on GPUs, else 'xla'.
   """
   if choice not in KERNEL_CHOICES:
     raise errors.UserError(

@@ -1,18 +1,15 @@
-"""How the command-line entry points start their process.
+"""How the command-line entry points start their process on a CPU.
 
-XLA:CPU allocates a step's temporaries afresh at every step and frees them
-after it, and its Eigen convolutions allocate and free a packing buffer per
-call (38 MB for one of ResNet18's 16x16x64 layers at batch 64). glibc's
+XLA:CPU allocates a step's temporaries afresh at every step, and its Eigen
+convolutions allocate and free a large packing buffer per call. glibc's
 malloc serves every block above 32 MB with a new mapping and unmaps it when
 freed, so every page of those buffers faults on first touch, zeroed by the
-kernel, at every step: on a 2-core machine 37,000 faults and about 65 ms of
-kernel time per ResNet18 step (docs/performance.md). The entry points set
-glibc tunables that keep such memory: large blocks come from malloc's heaps
-(`mmap_max=0`), which are not trimmed between steps (`trim_threshold`) and
-grow in large steps (`top_pad`), on transparent huge pages (`hugetlb=1`).
-ResNet18's step is ~7% faster than with huge pages alone, ShuffleNet's ~6%,
-at the cost of 0.1-0.45 GB more peak memory (freed memory is kept, not
-returned). Tunables are read when a process starts, so the CPU entry points
+kernel, at every step. The entry points set glibc tunables that keep such
+memory: large blocks come from malloc's heaps (`mmap_max=0`), which are not
+trimmed between steps (`trim_threshold`) and grow in large steps (`top_pad`),
+on transparent huge pages (`hugetlb=1`), at the cost of more peak memory
+(freed memory is kept, not returned); docs/performance.md has the measured
+effect. Tunables are read when a process starts, so the CPU entry points
 re-execute themselves once with them set, before importing JAX or
 TensorFlow. Hosts with an accelerator keep their first process: the buffers
 live in device memory there, and a restart would only cost start-up time.

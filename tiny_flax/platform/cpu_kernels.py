@@ -2,12 +2,12 @@
 
 The same functions as `lax.conv_general_dilated` and `layers.max_pool`
 (tests/test_cpu_kernels.py compares values and gradients), chosen per shape
-while the model is traced. `backend.kernels` injects them into a model on
+while the model is traced. `platform.kernels` injects them into a model on
 the CPU backend (config.kernels), and the max pool alone on GPUs: elsewhere,
-and for anyone who builds a model directly, the models use XLA's ops. The speed-ups are measured in
-docs/performance.md; under `jit` their gradients agree with float64 to about
-1e-5, but run op by op (no jit) the tap matmuls round differently, so they
-are not meant for eager use.
+and for anyone who builds a model directly, the models use XLA's ops. The
+speed-ups are measured in docs/performance.md. Under `jit` their gradients
+agree with float64 to rounding, but run op by op (no jit) the tap matmuls
+round differently, so they are not meant for eager use.
 """
 
 import functools
@@ -19,12 +19,12 @@ import jax.numpy as jnp
 from tiny_flax.models import layers
 
 # `conv_general_dilated` picks the form per shape at trace time:
-# - 1x1 kernels: a matmul (1.2-1.7x faster, forward and backward);
-# - depthwise kernels (ShuffleNet): a sum of shifted slices (6x);
+# - 1x1 kernels: a matmul, forward and backward;
+# - depthwise kernels (ShuffleNet): a sum of shifted slices;
 # - outputs of at most TAP_MATMULS_MAX_OUTPUT_PIXELS pixels (ResNet's last
 #   two stages at 64x64 input): one matmul per kernel tap over the input
 #   pixels it reads. XLA's convolution also multiplies the zero padding,
-#   5/9 of the work on a 2x2 map; on larger maps it is the faster form.
+#   most of the work on a 2x2 map; on larger maps it is the faster form.
 TAP_MATMULS_MAX_OUTPUT_PIXELS = 16
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -49,7 +49,7 @@ def _pixels_times_matrix(x, matrix, precision):
   """x (..., k) @ matrix (k, n), as one 2-D matmul.
 
   On 4-D operands XLA:CPU transposes the whole activation gradient to form
-  the kernel gradient (a slow copy: ResNet50's step spent 150 ms in them);
+  the kernel gradient (a slow copy);
   on 2-D ones it contracts in place.
   """
   flat = jnp.matmul(x.reshape(-1, x.shape[-1]), matrix, precision=precision)
@@ -135,8 +135,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 
 def max_pool(x, window, stride, padding=0):
   """layers.max_pool written out: XLA:CPU's gradient of reduce_window
-  (select-and-scatter) is about 6x slower, and on GPUs slower too
-  (backend.GPU_KERNELS)."""
+  (select-and-scatter) is several times slower, and on GPUs slower too
+  (platform.GPU_KERNELS)."""
   return _max_pool(x, window, stride, padding)
 
 
@@ -191,9 +191,8 @@ def _first_maximum(taps, window):
   which XLA:CPU fuses with the stack into a single loop that writes the
   maximum and the index. The reduction makes XLA materialise the index
   (computed by a chain alone, it was fused into the backward pass and
-  recomputed there once per tap: 25 ms of ResNet50's step). A stack of all
-  nine taps is not fused: in ResNet18 a 38 MB copy, and the pool's forward
-  took 9-11 ms against 1-2 now.
+  recomputed there once per tap). A stack of all nine taps is not fused:
+  XLA copies it whole, and the pool's forward takes several times longer.
   """
   rows = []
   for i in range(window):

@@ -1,0 +1,213 @@
+"""Images per second of the train and eval steps, as scripts/benchmark.py
+measures them: steps dispatched back to back and synchronised once per
+measurement, as in training, and FLOPs against a measured matmul peak.
+"""
+
+import functools
+import itertools
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tiny_flax import data
+from tiny_flax import flops
+from tiny_flax import step_runner
+from tiny_flax import steps
+from tiny_flax import train
+from tiny_flax.data import archive
+from tiny_flax.data import jax_transforms
+from tiny_flax.data import resident as resident_lib
+
+
+def timed(step, sync, num_steps):
+  """Seconds per `step()`: one warm-up, then steps queued back to back."""
+  step()
+  sync()
+  start = time.perf_counter()
+  for _ in range(num_steps):
+    step()
+  sync()
+  return (time.perf_counter() - start) / num_steps
+
+
+def matmul_peak(dtype, num_steps, size, repeats=3):
+  """FLOP/s of a `size`-square matmul on random data: the denominator of MFU.
+
+  The best of `repeats` measurements: the first can include the kernel
+  handing out the outputs' memory (huge pages are compacted on first use).
+  """
+  a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+  matmul = jax.jit(lambda x: x @ x)
+
+  def measure():
+    out = []
+    return timed(lambda: out.append(matmul(a)),
+                 lambda: jax.block_until_ready(out), num_steps)
+  return 2 * size**3 / min(measure() for _ in range(repeats))
+
+
+def peak_memory_gb():
+  """The first device's peak memory, or the host's peak RSS on the CPU."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    return stats['peak_bytes_in_use'] / 1e9
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def train_image_shape(transforms):
+  """Shape of one image after the training transforms, traced without data."""
+  images = jax.ShapeDtypeStruct((1,) + archive.IMAGE_SHAPE, jnp.uint8)
+  return jax.eval_shape(jax_transforms.build(transforms), images,
+                        jax.random.key(0)).shape[1:]
+
+
+def alternate(timers, rounds, batch_size):
+  """Images/s of each timer, in rounds that alternate between them.
+
+  The machine's speed drifts within minutes; alternating makes the drift
+  hit tiny_flax and torch alike.
+  """
+  rates = [[] for _ in timers]
+  for _ in range(rounds):
+    for rate, timer in zip(rates, timers):
+      rate.append(batch_size / timer())
+  return rates
+
+
+def train_rates(rates, gflops_per_img, peak):
+  """Medians over the rounds; the ratio is the median of each round's."""
+  ours = statistics.median(rates[0])
+  mfu = flops.utilisation(gflops_per_img * 1e9, ours, peak)
+  result = {'tiny_flax_img_s': ours,
+            'train_tflop_s': mfu * peak / 1e12,
+            'mfu': mfu,
+            'matmul_peak_tflop_s': peak / 1e12}
+  if len(rates) > 1:
+    per_round = [a / b for a, b in zip(*rates)]
+    result.update(torch_img_s=statistics.median(rates[1]),
+                  ratio=statistics.median(per_round),
+                  ratio_per_round=per_round)
+  return result
+
+
+def _initial_state(config, platform, image_shape):
+  module = steps.create_model(config, archive.NUM_CLASSES, platform.kernels,
+                              steps.AXIS)
+  return module, steps.create_train_state(config, module, image_shape,
+                                          config.learning_rate)
+
+
+def _train_step_body(config):
+  return functools.partial(steps.train_step, dropout_key=jax.random.key(0),
+                           label_smoothing=config.label_smoothing)
+
+
+def measure_step(config, platform, par, batch_size, image_shape, num_steps):
+  """Eval images/s, compile time, FLOPs; and a timer of the train step.
+
+  The timer returns seconds per train step at each call, so that the caller
+  can alternate it with PyTorch's. Data is synthetic and already on the
+  devices: this measures the step, not the input.
+  """
+  module, state = _initial_state(config, platform, image_shape)
+  forward_flops = flops.forward_flops(
+      module, {'params': state.params, 'batch_stats': state.batch_stats},
+      image_shape)
+  state = par.replicate(state)
+  rng = np.random.default_rng(0)
+  batch = par.shard_batch({
+      'image': rng.normal(size=(batch_size,) + image_shape).astype(np.float32),
+      'label': rng.integers(0, archive.NUM_CLASSES,
+                            batch_size).astype(np.int32),
+      'mask': np.ones(batch_size, bool)})
+  start = time.perf_counter()
+  train_step = par.compile(_train_step_body(config), donate_state=True).lower(
+      state, batch).compile()
+  compile_s = time.perf_counter() - start
+  holder = [state, None]
+
+  def step():
+    holder[0], holder[1] = train_step(holder[0], batch)
+
+  def sync():
+    jax.block_until_ready(holder)
+  step()
+  sync()
+  eval_step = par.compile(steps.eval_step)
+  outputs = []
+  eval_s = timed(lambda: outputs.append(eval_step(holder[0], batch)),
+                 lambda: jax.block_until_ready(outputs), num_steps)
+  # Before torch shares the process (on CPU this is the process's RSS).
+  memory_gb = peak_memory_gb()
+  return ({'eval_img_s': batch_size / eval_s, 'compile_s': compile_s,
+           'gflops_per_img': forward_flops / 1e9, 'peak_memory_gb': memory_gb},
+          lambda: timed(step, sync, num_steps))
+
+
+def measure_resident(config, platform, par, batch_size, num_steps,
+                     num_examples, steps_per_dispatch):
+  """Training as with config.input.on_device: images/s and device idle share.
+
+  Both the input and the loop are the trainer's (train.compile_input,
+  step_runner.StepRunner): index batches from the host, prefetched, the step
+  gathering and augmenting its images, `steps_per_dispatch` steps per call,
+  metrics merged on the device every config.log_every_steps. The idle share
+  compares it with the same call re-run on index batches already on the
+  device, which no host work beyond launching the call can slow down.
+  """
+  image_shape = train_image_shape(config.input.train)
+  _, state = _initial_state(config, platform, image_shape)
+  rng = np.random.default_rng(0)
+  split = {'image': rng.integers(0, 256, (num_examples,) + archive.IMAGE_SHAPE,
+                                 dtype=np.uint8),
+           'label': rng.integers(0, archive.NUM_CLASSES,
+                                 num_examples).astype(np.int32)}
+  per_epoch = num_examples // batch_size
+  dataset = data.Dataset(
+      class_names=[], steps_per_epoch=per_epoch, image_shape=image_shape,
+      local_batch_size=batch_size,
+      train_batches=lambda start: resident_lib.train_batches(
+          num_examples, batch_size, per_epoch, config.seed, start),
+      eval_batches=[],
+      resident=resident_lib.build(
+          split, {k: v[:batch_size] for k, v in split.items()},
+          config.input.train, config.input.eval))
+  compiled = train.compile_input(config, dataset, par,
+                                 _train_step_body(config), 0)
+  per_call = steps_per_dispatch
+  _, fixed = next(step_runner.grouped(compiled.batches, [per_call]))
+  fixed = par.shard_batch(fixed, stacked=per_call > 1)
+  run = compiled.train_step if per_call == 1 else compiled.train_steps
+  start = time.perf_counter()
+  state, _ = jax.block_until_ready(run(par.replicate(state), fixed))
+  first_call_s = time.perf_counter() - start  # compilation included
+  runner = step_runner.StepRunner(par, compiled.train_step, state,
+                                  compiled.batches, itertools.repeat(per_call),
+                                  compiled.train_steps)
+
+  def device_call():
+    runner.state, _ = run(runner.state, fixed)
+
+  since_log = [0]
+
+  def trainer_call():
+    since_log[0] += runner.step()
+    if since_log[0] >= config.log_every_steps:
+      runner.pop_metrics()
+      since_log[0] = 0
+
+  sync = lambda: jax.block_until_ready(runner.state)
+  device_s = timed(device_call, sync, num_steps) / per_call
+  trainer_s = timed(trainer_call, sync, num_steps) / per_call
+  return {'resident_img_s': batch_size / trainer_s,
+          'resident_device_img_s': batch_size / device_s,
+          'device_idle_share': max(0.0, 1 - device_s / trainer_s),
+          'resident_first_call_s': first_call_s,
+          'resident_examples': num_examples,
+          'resident_batch_size': batch_size,
+          'steps_per_dispatch': per_call,
+          'peak_memory_gb': peak_memory_gb()}

@@ -1,0 +1,119 @@
+"""A run's folder: one live run at a time, its config and its class names.
+
+WORKDIR/config.json records the config a run started with (a later command
+with another model or dataset is refused), WORKDIR/classes.json the class
+names for prediction without the dataset, WORKDIR/.lock the live run.
+Checkpoints live under WORKDIR/checkpoints (checkpointing.py).
+"""
+
+import fcntl
+import json
+import os
+import socket
+
+import jax
+import ml_collections
+
+from tiny_flax import errors
+
+# Changing one of these makes a checkpoint meaningless for the new run.
+IDENTITY_KEYS = ('model', 'dataset.source', 'dataset.fake_train_per_class',
+                 'dataset.fake_val_per_class')
+
+
+def _lookup(config_dict, dotted):
+  value = config_dict
+  for key in dotted.split('.'):
+    value = value.get(key) if isinstance(value, dict) else None
+  return value
+
+
+
+def check_same_run(workdir, previous, config):
+  """Refuses a config whose model or dataset differs from the workdir's run."""
+  previous, current = previous.to_dict(), config.to_dict()
+  for key in IDENTITY_KEYS:
+    if _lookup(previous, key) != _lookup(current, key):
+      raise errors.UserError(
+          f'{workdir} holds a run with {key}={_lookup(previous, key)!r}, '
+          f'but this config has {key}={_lookup(current, key)!r}. Pass a '
+          'new --workdir, or the config that run used.')
+
+
+
+def write_atomically(path, text):
+  """Readers see the old file or the new one; processes sharing it never clash."""
+  tmp_path = f'{path}.tmp{os.getpid()}'
+  with open(tmp_path, 'w') as f:
+    f.write(text)
+  os.replace(tmp_path, path)
+
+
+
+def check_workdir(workdir, config):
+  """Creates `workdir`, records the config, refuses a workdir of another run."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    if os.path.exists(os.path.join(workdir, 'config.json')):
+      check_same_run(workdir, load_config(workdir), config)
+    write_atomically(os.path.join(workdir, 'config.json'),
+                      config.to_json_best_effort(indent=2))
+  except OSError as e:
+    raise errors.UserError(
+        f'Cannot write to workdir {workdir} ({e.strerror}). Pass a --workdir '
+        'you can write to.') from e
+
+
+
+def lock_workdir(workdir):
+  """An open file holding WORKDIR/.lock: one live run per workdir.
+
+  flock is released by the kernel when its process ends, however it ends, so
+  a killed run never blocks the next. Only process 0 locks (a multi-host run
+  shares its workdir).
+  """
+  path = os.path.join(workdir, '.lock')
+  lock = open(path, 'a+')  # pylint: disable=consider-using-with
+  if jax.process_index() > 0:
+    return lock
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError as e:
+    lock.seek(0)
+    holder = lock.read().strip() or 'another process'
+    lock.close()
+    raise errors.UserError(
+        f'{workdir} is in use by {holder}. Wait for that run to end or stop '
+        'it, or pass another --workdir.') from e
+  lock.seek(0)
+  lock.truncate()
+  lock.write(f'process {os.getpid()} on {socket.gethostname()}\n')
+  lock.flush()
+  return lock
+
+
+
+def load_config(workdir):
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise errors.UserError(f'{workdir} holds no run (no config.json).')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+
+def save_class_names(workdir, class_names):
+  """(wnid, name) per class index, so that predictions need no dataset."""
+  write_atomically(os.path.join(workdir, 'classes.json'),
+                    json.dumps(class_names, indent=1))
+
+
+
+def load_class_names(workdir):
+  """The recorded (wnid, name) pairs."""
+  path = os.path.join(workdir, 'classes.json')
+  if not os.path.exists(path):
+    raise errors.UserError(f'{workdir} holds no class names (no classes.json): '
+                           'train there first with python -m tiny_flax.main.')
+  with open(path) as f:
+    return [tuple(pair) for pair in json.load(f)]
