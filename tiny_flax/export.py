@@ -49,7 +49,7 @@ def export(workdir, out, which='best'):
     raise errors.UserError(
         'Exporting needs PyTorch: pip install -r requirements-test.txt '
         '(or torch and torchvision).')
-  platform = backend.resolve(config, data.resident_bytes(config))
+  platform = backend.resolve(config, resident_bytes=0)  # no splits here
   state, step = inference.restore(config, workdir, platform, which)
   state_dict = {
       key: torch.from_numpy(np.array(value)) for key, value in models.to_torchvision(

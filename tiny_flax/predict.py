@@ -17,7 +17,6 @@ from PIL import Image
 from PIL import UnidentifiedImageError
 
 from tiny_flax import errors
-from tiny_flax import data
 from tiny_flax import inference
 from tiny_flax import workdir as workdir_lib
 from tiny_flax.data import archive
@@ -45,7 +44,7 @@ def predict(workdir, paths, which='best'):
   """Yields (path, [(wnid, name, probability)] or an error message)."""
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
-  platform = backend.resolve(config, data.resident_bytes(config))
+  platform = backend.resolve(config, resident_bytes=0)  # no splits here
   state, _ = inference.restore(config, workdir, platform, which)
   logits_fn = inference.compile_logits(platform)
   preprocess = jax.jit(jax_transforms.build(config.input.eval))

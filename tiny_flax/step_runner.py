@@ -3,9 +3,9 @@
 Shared by the trainer and the benchmark (throughput.py), so that the
 benchmark's "resident" figure measures the trainer's own dispatch: calls
 queued back to back, at most `StepsAhead` ahead of the device, their metrics
-kept on the devices until a log step merges them in one call. A call runs one step,
-or `config.steps_per_dispatch` of them scanned together, so that a device
-whose step is shorter than the host's dispatch still never waits.
+kept on the devices until a log step merges them in one call. A call runs one
+step, or `config.steps_per_dispatch` of them scanned together, so that a
+device whose step is shorter than the host's dispatch still never waits.
 """
 
 import collections
@@ -92,10 +92,6 @@ class StepRunner:
     self._metrics.append(metrics)
     self._steps_ahead.dispatched(metrics)
     return size
-
-  @property
-  def has_metrics(self):
-    return bool(self._metrics)
 
   def pop_metrics(self):
     """The merged metrics of the steps since the last call (device arrays)."""

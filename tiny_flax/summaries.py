@@ -23,7 +23,6 @@ from tensorboard.summary.writer import event_file_writer
 from tensorboard.util import tensor_util
 
 
-
 def create_writer(workdir, *, tensorflow, just_logging=False):
   """A clu MetricWriter where `tensorflow` (installed), else `EventWriter`.
 

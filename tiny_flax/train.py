@@ -233,7 +233,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
 
       todo = loop_policy.after_step(step, intervals,
                                     stop_requested=stop.reached(step))
-      if todo.log and runner.has_metrics:
+      if todo.log:  # every step leaves metrics to log
         summary = {f'train_{k}': v for k, v in runner.pop_metrics().items()}
         summary['learning_rate'] = learning_rate_fn(step - 1)
         writer.write_scalars(step, summary)

@@ -2,7 +2,7 @@
 
 The same functions as `lax.conv_general_dilated` and `layers.max_pool`
 (tests/test_cpu_kernels.py compares values and gradients), chosen per shape
-while the model is traced. `platform.kernels` injects them into a model on
+while the model is traced. `backend.kernels` injects them into a model on
 the CPU backend (config.kernels), and the max pool alone on GPUs: elsewhere,
 and for anyone who builds a model directly, the models use XLA's ops. The
 speed-ups are measured in docs/performance.md. Under `jit` their gradients
