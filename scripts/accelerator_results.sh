@@ -16,12 +16,20 @@
 # own, e.g. '--config.dataset.manual_dir=/data' (the folder of
 # tiny-imagenet-200.zip), or '--config.num_train_steps=2 ...' to check the
 # script on a CPU. The runs go to OUT_DIR/runs, the arrays to data_dir.
+#
+# JOBS runs that many models at a time on the one accelerator (default 1),
+# each with an equal share of its memory (XLA_PYTHON_CLIENT_MEM_FRACTION,
+# unless set): their steps then fill each other's idle time (compilation,
+# validation, host dispatch), and their images/s are those of a shared
+# device. The arrays are decoded once first (prepare.log).
 set -u -o pipefail
 out=${1:?usage: bash scripts/accelerator_results.sh OUT_DIR [MODEL...]}
 shift
 models=${*:-alexnet resnet18 resnet50 shufflenet_v2}
 python=${PYTHON:-python3}
 limit=${TIME_LIMIT_S:-3600}
+parallel=${JOBS:-1}
+[[ $parallel =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a whole number >= 1, got '$parallel'." >&2; exit 2; }
 max_bytes=$((16 * 1024 * 1024))
 mkdir -p "$out/runs" "$out/pack"
 export PYTHONUNBUFFERED=1
@@ -37,35 +45,60 @@ print("python", sys.version.split()[0], "jax", jax.__version__, "flax",
 } > "$out/pack/versions.txt" 2>&1
 
 for model in $models; do
-  name=${model%%:*}
-  if [ ! -f "configs/$name.py" ]; then
-    echo "Unknown model $name: name a file of configs/ (alexnet resnet18 resnet50 shufflenet_v2)." >&2
+  if [ ! -f "configs/${model%%:*}.py" ]; then
+    echo "Unknown model ${model%%:*}: name a file of configs/ (alexnet resnet18 resnet50 shufflenet_v2)." >&2
     exit 2
   fi
-  config="configs/$name.py${model#"$name"}"
+done
+if [ "$parallel" -gt 1 ] && [ -z "${XLA_PYTHON_CLIENT_MEM_FRACTION:-}" ]; then
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=$(awk -v n="$parallel" 'BEGIN { printf "%.3f", 0.9 / n }')
+fi
+echo "jobs $parallel, memory fraction ${XLA_PYTHON_CLIENT_MEM_FRACTION:-default}" >> "$out/pack/versions.txt"
+
+first=${models%% *}
+start=$(date +%s)
+"$python" -m tiny_flax.data --config="configs/${first%%:*}.py" ${EXTRA_FLAGS:-} \
+  > "$out/pack/prepare.log" 2>&1
+prepare_exit=$?
+echo "Arrays: exit $prepare_exit after $(( $(date +%s) - start )) s." | tee -a "$out/pack/prepare.log"
+[ "$prepare_exit" -eq 0 ] || { tail -n 3 "$out/pack/prepare.log" >&2; exit 1; }
+
+run_model() {
+  local model=$1 name=${1%%:*}
+  local config="configs/$name.py${model#"$name"}"
   model=${model/:/_}
-  workdir="$out/runs/$model"
+  local workdir="$out/runs/$model"
   mkdir -p "$out/pack/$model"
-  start=$(date +%s)
+  local start=$(date +%s)
   # SIGTERM at the limit: the trainer saves a checkpoint and exits 0.
   timeout --preserve-status --kill-after=120 "$limit" "$python" -m tiny_flax.main \
     --config="$config" --workdir="$workdir" --progress=off \
     --config.half_precision=true --config.input.on_device=true \
     ${EXTRA_FLAGS:-} > "$out/pack/$model/train.log" 2>&1
-  train_exit=$?
-  train_s=$(( $(date +%s) - start ))
+  local train_exit=$?
+  local train_s=$(( $(date +%s) - start ))
   start=$(date +%s)
   # The best validation top-1 (the latest checkpoint before any epoch ended).
   "$python" -m tiny_flax.evaluate --workdir="$workdir" \
     > "$out/pack/$model/evaluate.log" 2>&1
-  evaluate_exit=$?
+  local evaluate_exit=$?
   printf '%s\t%s\t%s\t%s\t%s\n' "$model" "$train_exit" "$train_s" \
     "$evaluate_exit" "$(( $(date +%s) - start ))" >> "$timings"
   echo "$model: training exit $train_exit after ${train_s} s, evaluation exit $evaluate_exit."
   tail -n 1 "$out/pack/$model/evaluate.log"
   cp "$workdir"/events.out.tfevents.* "$workdir"/*.json "$out/pack/$model/" 2>/dev/null
   [ -d "$workdir/report" ] && cp -r "$workdir/report" "$out/pack/$model/"
+}
+
+for model in $models; do
+  if [ "$parallel" -gt 1 ]; then
+    while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n; done
+    run_model "$model" &
+  else
+    run_model "$model"
+  fi
 done
+wait
 
 tar -czf "$out/results.tar.gz" -C "$out/pack" .
 size=$(stat -c %s "$out/results.tar.gz")

@@ -11,6 +11,7 @@ BLOCK = os.path.join(conftest.REPO, 'tests', 'without_tensorflow')
 
 
 def test_trains_evaluates_and_packs_each_model(tmp_path, fake_manual_dir):
+  """Two models at a time (JOBS=2) on arrays decoded once beforehand."""
   out = tmp_path / 'out'
   extra = ' '.join([
       '--config.dataset.source=fake',
@@ -20,7 +21,7 @@ def test_trains_evaluates_and_packs_each_model(tmp_path, fake_manual_dir):
       f'--config.dataset.fake_val_per_class={conftest.VAL_PER_CLASS}',
       '--config.num_train_steps=2', '--config.batch_size=8',
       '--config.steps_per_eval=2', '--config.half_precision=false'])
-  env = dict(os.environ, EXTRA_FLAGS=extra,
+  env = dict(os.environ, EXTRA_FLAGS=extra, JOBS='2',
              PYTHONPATH=os.pathsep.join([BLOCK, conftest.REPO]))
   result = subprocess.run(
       ['bash', 'scripts/accelerator_results.sh', str(out), 'alexnet',
@@ -31,6 +32,10 @@ def test_trains_evaluates_and_packs_each_model(tmp_path, fake_manual_dir):
   assert packed.stat().st_size < 16 * 2**20
   with tarfile.open(packed) as archive:
     names = set(archive.getnames())
+    prepared = archive.extractfile('./prepare.log').read().decode()
+    assert 'Decoded' in prepared and 'Arrays: exit 0' in prepared
+    assert 'jobs 2, memory fraction 0.450' in archive.extractfile(
+        './versions.txt').read().decode()
     timings = archive.extractfile('./timings.tsv').read().decode().splitlines()
     for model, run in (('alexnet', 'alexnet'), ('resnet18', 'resnet18_fast')):
       for name in ('report/metrics.json', 'report/miss_rates.png',
@@ -41,7 +46,8 @@ def test_trains_evaluates_and_packs_each_model(tmp_path, fake_manual_dir):
       log = archive.extractfile(f'./{run}/train.log').read().decode()
       assert 'Input: resident in device memory' in log
       assert "'val_top1'" in log
-  assert [line.split('\t')[:2] for line in timings[1:]] == [
+      assert 'Decoded' not in log  # the arrays were ready
+  assert sorted(line.split('\t')[:2] for line in timings[1:]) == [
       ['alexnet', '0'], ['resnet18_fast', '0']]
 
 
@@ -50,3 +56,11 @@ def test_an_unknown_model_is_named(tmp_path):
       ['bash', 'scripts/accelerator_results.sh', str(tmp_path), 'vgg16'],
       cwd=conftest.REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2 and 'Unknown model vgg16' in result.stderr
+
+
+def test_jobs_must_be_a_whole_number(tmp_path):
+  result = subprocess.run(
+      ['bash', 'scripts/accelerator_results.sh', str(tmp_path), 'alexnet'],
+      cwd=conftest.REPO, env=dict(os.environ, JOBS='two'),
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2 and "JOBS must be a whole number" in result.stderr

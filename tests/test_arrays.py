@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
+import conftest
 from tiny_flax.data import archive
 from tiny_flax.data import arrays
 
@@ -123,3 +124,27 @@ def test_a_cache_of_another_archive_is_rebuilt(source, tmp_path, caplog):
   loaded = arrays.load(archive.Archive(other), directory, threads=1)
   assert 'other examples' in caplog.text
   assert len(loaded.validation.label) == len(lines) - 1
+
+
+def test_the_prepare_command_decodes_once_and_names_bad_settings(
+    tmp_path, fake_manual_dir):
+  """`python -m tiny_flax.data`: the cache a run then loads, or one line why not."""
+  command = [sys.executable, '-m', 'tiny_flax.data',
+             '--config=configs/resnet18.py', '--config.dataset.source=fake',
+             f'--config.dataset.manual_dir={fake_manual_dir}',
+             f'--config.dataset.data_dir={tmp_path}',
+             f'--config.dataset.fake_train_per_class={conftest.TRAIN_PER_CLASS}',
+             f'--config.dataset.fake_val_per_class={conftest.VAL_PER_CLASS}']
+  run = lambda *extra: subprocess.run(command + list(extra), cwd=conftest.REPO,
+                                      capture_output=True, text=True,
+                                      timeout=300)
+  first, second = run(), run()
+  assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:]
+  assert 'Decoded' in first.stderr and 'Decoded' not in second.stderr
+  assert (f'{archive.NUM_CLASSES * conftest.TRAIN_PER_CLASS} training and '
+          f'{archive.NUM_CLASSES * conftest.VAL_PER_CLASS} validation images '
+          f'ready in {arrays.cache_dir(str(tmp_path))}') in second.stdout
+  bad = run('--config.dataset.source=imagenet')
+  assert bad.returncode == 1
+  assert bad.stderr.strip().splitlines()[-1].startswith(
+      "error: config.dataset.source must be")
