@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import tarfile
 
@@ -47,6 +48,14 @@ def test_trains_evaluates_and_packs_each_model(tmp_path, fake_manual_dir):
       assert 'Input: resident in device memory' in log
       assert "'val_top1'" in log
       assert 'Decoded' not in log  # the arrays were ready
+      times = re.search(r'Steps 1-2 in ([\d.]+) s: input ([\d.]+) s, setup '
+                        r'([\d.]+) s, first train call \(compilation '
+                        r'included\) ([\d.]+) s, validation ([\d.]+) s, '
+                        r'later steps ([\d.]+) s at (\d+) images/s', log)
+      assert times, log[-3000:]
+      total, *parts = map(float, times.groups()[:6])
+      assert abs(total - sum(parts)) <= 0.31 and all(p >= 0 for p in parts)
+      assert float(times.group(5)) > 0  # the validation at step 2
   assert sorted(line.split('\t')[:2] for line in timings[1:]) == [
       ['alexnet', '0'], ['resnet18_fast', '0']]
 

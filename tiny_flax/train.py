@@ -145,6 +145,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   Returns the process's exit code: 0, or 130 when Ctrl-C stopped the run
   (SIGTERM stops it with 0: the run is resumable, not failed).
   """
+  run_started = time.perf_counter()
   # The workdir, the platform's choices and every config value are checked
   # before minutes of data preparation.
   workdir_lib.check_workdir(workdir, config)
@@ -165,7 +166,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   # The dataset: its batches, its size, its class names.
   started = time.perf_counter()
   dataset = data.prepare(config, platform.input_on_device)
-  logging.info('Input prepared in %.1f s.', time.perf_counter() - started)
+  input_s = time.perf_counter() - started
+  logging.info('Input prepared in %.1f s.', input_s)
   workdir_lib.save_class_names(workdir, dataset.class_names)
   steps_per_epoch = dataset.steps_per_epoch
   num_steps = (config.num_train_steps if config.num_train_steps > 0
@@ -216,6 +218,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       compiled.train_steps)
   del state  # the runner's replicated copy is the one that trains
   last_finite = {}  # step and training loss of the last finite log
+  first_call_s = validation_s = 0.0
+  first_call_steps, loop_started = 0, time.perf_counter()
 
   try:
     step = start_step
@@ -225,8 +229,10 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
         step += runner.step()
       if first == start_step + 1:
         jax.block_until_ready(runner.state)
+        first_call_s = time.perf_counter() - compile_started
+        first_call_steps, loop_started = step - start_step, time.perf_counter()
         logging.info('First train call, compilation included: %.1f s.',
-                     time.perf_counter() - compile_started)
+                     first_call_s)
       report_progress(step)
       for dispatched in range(first, step + 1):
         bars.update(dispatched)
@@ -249,6 +255,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                                     with_ema=config.ema.decay > 0)
         metrics['epoch'] = step / steps_per_epoch
         writer.write_scalars(step, metrics)
+        validation_s += time.perf_counter() - started
         logging.info('Step %d: %s (validation %.1f s)', step, metrics,
                      time.perf_counter() - started)
         _check_finite(step, {'val_loss': metrics['val_loss']}, last_finite,
@@ -265,6 +272,11 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
         logging.warning(message)
         print(message, file=sys.stderr)
         break
+    if step > start_step:
+      now = time.perf_counter()
+      _log_run_times(start_step, step, now - run_started, input_s,
+                     first_call_s, validation_s, now - loop_started,
+                     (step - start_step - first_call_steps) * config.batch_size)
   finally:
     stop.restore_handlers()
     writer.flush()
@@ -274,6 +286,19 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       checkpoints.close()
       lock.close()
   return stop.exit_code()
+
+
+def _log_run_times(start_step, step, total_s, input_s, first_call_s,
+                   validation_s, after_first_s, after_first_images):
+  """Where the run's wall time went; images/s of the steps after the first
+  (compiling) call, their logging and checkpoints included."""
+  training_s = after_first_s - validation_s
+  logging.info(
+      'Steps %d-%d in %.1f s: input %.1f s, setup %.1f s, first train call '
+      '(compilation included) %.1f s, validation %.1f s, later steps %.1f s '
+      'at %.0f images/s.', start_step + 1, step, total_s, input_s,
+      total_s - input_s - first_call_s - after_first_s, first_call_s,
+      validation_s, training_s, after_first_images / max(training_s, 1e-9))
 
 
 def _validate_epoch(eval_step, state, batches, par, with_ema):
