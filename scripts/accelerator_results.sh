@@ -31,6 +31,12 @@ limit=${TIME_LIMIT_S:-3600}
 parallel=${JOBS:-1}
 [[ $parallel =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a whole number >= 1, got '$parallel'." >&2; exit 2; }
 max_bytes=$((16 * 1024 * 1024))
+for model in $models; do
+  if [ ! -f "configs/${model%%:*}.py" ]; then
+    echo "Unknown model ${model%%:*}: name a file of configs/ (alexnet resnet18 resnet50 shufflenet_v2)." >&2
+    exit 2
+  fi
+done
 mkdir -p "$out/runs" "$out/pack"
 export PYTHONUNBUFFERED=1
 timings="$out/pack/timings.tsv"
@@ -44,12 +50,6 @@ print("python", sys.version.split()[0], "jax", jax.__version__, "flax",
       flax.__version__, "optax", optax.__version__, jax.devices())'
 } > "$out/pack/versions.txt" 2>&1
 
-for model in $models; do
-  if [ ! -f "configs/${model%%:*}.py" ]; then
-    echo "Unknown model ${model%%:*}: name a file of configs/ (alexnet resnet18 resnet50 shufflenet_v2)." >&2
-    exit 2
-  fi
-done
 if [ "$parallel" -gt 1 ] && [ -z "${XLA_PYTHON_CLIENT_MEM_FRACTION:-}" ]; then
   export XLA_PYTHON_CLIENT_MEM_FRACTION=$(awk -v n="$parallel" 'BEGIN { printf "%.3f", 0.9 / n }')
 fi
