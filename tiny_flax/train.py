@@ -255,9 +255,9 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                                     with_ema=config.ema.decay > 0)
         metrics['epoch'] = step / steps_per_epoch
         writer.write_scalars(step, metrics)
-        validation_s += time.perf_counter() - started
-        logging.info('Step %d: %s (validation %.1f s)', step, metrics,
-                     time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        validation_s += elapsed
+        logging.info('Step %d: %s (validation %.1f s)', step, metrics, elapsed)
         _check_finite(step, {'val_loss': metrics['val_loss']}, last_finite,
                       checkpoints)
       if todo.save or (todo.save_if_due and timer.due()):
