@@ -52,11 +52,16 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', None,
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', None,
                                    'Override every model\'s input size.')
 _QUICK = flags.DEFINE_bool('quick', False, 'Few steps: checks that it runs.')
-_STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps per measurement.')
+_STEPS = flags.DEFINE_integer(
+    'steps', 20, 'Timed steps per measurement (--resident: whole log '
+    'intervals of at least this many steps).')
+_LOG_EVERY_STEPS = flags.DEFINE_integer(
+    'log_every_steps', None, 'The --resident loop\'s log interval, as '
+    'config.log_every_steps (default: the config\'s).')
 _ROUNDS = flags.DEFINE_integer(
     'rounds', 3, 'Train-step measurements of each side, tiny_flax and torch '
-    'alternating; the table reports medians (the ratio: of the rounds\' '
-    'ratios).')
+    'alternating (with --resident also the trainer\'s loop and its calls '
+    'alone); the table reports medians (the ratio: of the rounds\' ratios).')
 _HALF = flags.DEFINE_bool('half_precision', None,
                           'bf16 compute (default: on accelerators).')
 _PARALLELISM = flags.DEFINE_enum('parallelism', 'shard_map', parallel.KINDS,
@@ -80,8 +85,9 @@ _RESIDENT_EXAMPLES = flags.DEFINE_integer(
     f'Images in the resident split (default {archive.NUM_TRAIN:,}, '
     'Tiny ImageNet\'s; 1024 with --quick).')
 _PROFILE_DIR = flags.DEFINE_string(
-    'profile_dir', None, 'Also write a jax.profiler trace of one more '
-    'train-step measurement here (open it with xprof or TensorBoard).')
+    'profile_dir', None, 'Also write jax.profiler traces here of one more '
+    'train-step measurement and, with --resident, of one more log interval '
+    'of the trainer\'s loop (open them with xprof or TensorBoard).')
 _JSON = flags.DEFINE_string('json', None,
                             'Write the results here (after each measurement).')
 
@@ -158,6 +164,7 @@ def main(argv):
   torch_timing = torch_timing if _TORCH.value else None
   name = _MODELS.value[0]
   config = original_config(name, half, _KERNELS.value)
+  config.log_every_steps = _LOG_EVERY_STEPS.value or config.log_every_steps
   platform = backend.resolve(config, resident_bytes=0)
   par = parallel.Parallel(_PARALLELISM.value,
                           compiler_options=platform.compiler_options)
@@ -200,9 +207,11 @@ def main(argv):
     if examples < batch_size:
       raise app.UsageError(f'--resident_examples={examples} is less than one '
                            f'batch ({batch_size}).')
-    record(throughput.measure_resident(config, platform, par, batch_size,
-                                       num_steps, examples,
-                                       _STEPS_PER_DISPATCH.value))
+    record(throughput.measure_resident(
+        config, platform, par, batch_size, num_steps, examples,
+        _STEPS_PER_DISPATCH.value, rounds,
+        _PROFILE_DIR.value and os.path.join(_PROFILE_DIR.value,
+                                            f'{name}_resident')))
   if _STEP.value and torch_timing and _TORCH_COMPILE.value:
     compiled_img_s = batch_size / torch_timing.train_step_timer(
         config, name, archive.NUM_CLASSES, batch_size, image_shape[0], half,

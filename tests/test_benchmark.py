@@ -30,6 +30,41 @@ def test_rounds_alternate_and_the_ratio_is_the_median_of_theirs():
   assert result['mfu'] == pytest.approx(3 * 2e9 * 75 / 1e12)
 
 
+def test_resident_measurement_times_the_trainers_log_intervals(tmp_path,
+                                                              monkeypatch):
+  """Whole log intervals of the trainer's calls, each ending with the fetch of
+  its merged metrics that a log step makes; the trainer's loop and its calls
+  alone alternate over the rounds; one more interval is profiled."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs import smoke  # pylint: disable=g-import-not-at-top
+  from tiny_flax import parallel  # pylint: disable=g-import-not-at-top
+  from tiny_flax import throughput  # pylint: disable=g-import-not-at-top
+  from tiny_flax.platform import backend  # pylint: disable=g-import-not-at-top
+  config = smoke.get_config()
+  config.log_every_steps = 5
+  platform = backend.resolve(config, resident_bytes=0)
+  par = parallel.Parallel('shard_map',
+                          compiler_options=platform.compiler_options)
+  fetched, device_get = [], jax.device_get
+
+  def counting_device_get(tree):
+    if isinstance(tree, dict) and 'loss' in tree:
+      fetched.append(sorted(tree))
+    return device_get(tree)
+  monkeypatch.setattr(jax, 'device_get', counting_device_get)
+  result = throughput.measure_resident(
+      config, platform, par, batch_size=8, num_steps=7, num_examples=64,
+      steps_per_dispatch=3, rounds=2, profile_dir=str(tmp_path / 'trace'))
+  assert result['resident_steps_timed'] == 10  # two intervals of 5 cover 7
+  assert result['calls_per_log_interval'] == 3  # 3 steps, then 1 and 1
+  assert len(result['device_idle_share_per_round']) == 2
+  # Per round one warm-up interval and two timed ones; then the profiled one.
+  assert fetched == [['accuracy', 'loss']] * (2 * 3 + 1)
+  assert list((tmp_path / 'trace').rglob('*.xplane.pb'))
+  assert result['resident_img_s'] > 0 and result['resident_device_img_s'] > 0
+  assert 0 <= result['device_idle_share'] < 1
+
+
 def test_benchmark_measures_each_model_in_a_new_process(tmp_path):
   path = tmp_path / 'bench.json'
   result = conftest.run_python(
@@ -82,7 +117,8 @@ def test_gpu_script_runs_a_subset_on_cpu_without_tensorflow(tmp_path):
              PYTHONPATH=f'{no_tensorflow}{os.pathsep}{conftest.REPO}',
              MODELS='resnet18', RESNET50_224='0', DISPATCH_STEPS='3',
              BENCHMARK_FLAGS='--quick --batch_size=8 --image_size=32 '
-                             '--resident_examples=64 --notorch_compile')
+                             '--resident_examples=64 --notorch_compile '
+                             '--log_every_steps=4')
   blocked = subprocess.run([sys.executable, '-c', 'import tensorflow'],
                            env=env, capture_output=True, text=True)
   assert 'tensorflow halted' in blocked.stderr
@@ -104,4 +140,5 @@ def test_gpu_script_runs_a_subset_on_cpu_without_tensorflow(tmp_path):
   dispatched = json.loads(
       (out / 'resnet18_b128_dispatch3.json').read_text())['resnet18']
   assert dispatched['steps_per_dispatch'] == 3
+  assert dispatched['calls_per_log_interval'] == 2  # 3 steps, then 1
   assert dispatched['resident_img_s'] > 0 and 'tiny_flax_img_s' not in dispatched

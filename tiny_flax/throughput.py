@@ -149,15 +149,22 @@ def measure_step(config, platform, par, batch_size, image_shape, num_steps):
 
 
 def measure_resident(config, platform, par, batch_size, num_steps,
-                     num_examples, steps_per_dispatch):
+                     num_examples, steps_per_dispatch, rounds=1,
+                     profile_dir=None):
   """Training as with config.input.on_device: images/s and device idle share.
 
   Both the input and the loop are the trainer's (train.compile_input,
   step_runner.StepRunner): index batches from the host, prefetched, the step
-  gathering and augmenting its images, `steps_per_dispatch` steps per call,
-  metrics merged on the device every config.log_every_steps. The idle share
-  compares it with the same call re-run on index batches already on the
-  device, which no host work beyond launching the call can slow down.
+  gathering and augmenting its images, the calls the trainer makes
+  (`steps_per_dispatch` steps, one near a log step), and at each log step
+  (config.log_every_steps) the merge of the interval's metrics and the fetch
+  of the result, which waits for the device. A measurement is whole log
+  intervals, at least `num_steps` steps. The idle share compares it with the
+  same calls re-run on index batches already on the device and nothing
+  fetched, which no host work beyond launching the calls can slow down. The
+  two alternate over `rounds` (medians), so that a drift of the device's
+  speed hits both. `profile_dir`: a jax.profiler trace of one more trainer
+  interval.
   """
   image_shape = train_image_shape(config.input.train)
   _, state = _initial_state(config, platform, image_shape)
@@ -178,36 +185,51 @@ def measure_resident(config, platform, par, batch_size, num_steps,
           config.input.train, config.input.eval))
   compiled = train.compile_input(config, dataset, par,
                                  _train_step_body(config), 0)
-  per_call = steps_per_dispatch
-  _, fixed = next(step_runner.grouped(compiled.batches, [per_call]))
-  fixed = par.shard_batch(fixed, stacked=per_call > 1)
-  run = compiled.train_step if per_call == 1 else compiled.train_steps
+  log_every = config.log_every_steps
+  sizes = list(step_runner.dispatch_sizes(0, log_every, steps_per_dispatch,
+                                          (log_every,)))
+  intervals = -(-num_steps // log_every)
+  # Calls of one step take the one-step form, also when that is the setting.
+  run = {steps_per_dispatch: compiled.train_steps, 1: compiled.train_step}
+  fixed = {size: par.shard_batch(batch, stacked=size > 1)
+           for size, batch in step_runner.grouped(compiled.batches,
+                                                  sorted(set(sizes)))}
   start = time.perf_counter()
-  state, _ = jax.block_until_ready(run(par.replicate(state), fixed))
+  state, _ = jax.block_until_ready(
+      run[sizes[0]](par.replicate(state), fixed[sizes[0]]))
   first_call_s = time.perf_counter() - start  # compilation included
   runner = step_runner.StepRunner(par, compiled.train_step, state,
-                                  compiled.batches, itertools.repeat(per_call),
+                                  compiled.batches, itertools.cycle(sizes),
                                   compiled.train_steps)
 
-  def device_call():
-    runner.state, _ = run(runner.state, fixed)
+  def device_interval():
+    for size in sizes:
+      runner.state, _ = run[size](runner.state, fixed[size])
 
-  since_log = [0]
-
-  def trainer_call():
-    since_log[0] += runner.step()
-    if since_log[0] >= config.log_every_steps:
-      runner.pop_metrics()
-      since_log[0] = 0
+  def trainer_interval():
+    for _ in sizes:
+      runner.step()
+    jax.device_get(runner.pop_metrics())
 
   sync = lambda: jax.block_until_ready(runner.state)
-  device_s = timed(device_call, sync, num_steps) / per_call
-  trainer_s = timed(trainer_call, sync, num_steps) / per_call
-  return {'resident_img_s': batch_size / trainer_s,
-          'resident_device_img_s': batch_size / device_s,
-          'device_idle_share': max(0.0, 1 - device_s / trainer_s),
+  device_s, trainer_s = [], []
+  for _ in range(rounds):
+    device_s.append(timed(device_interval, sync, intervals))
+    trainer_s.append(timed(trainer_interval, sync, intervals))
+  if profile_dir:
+    with jax.profiler.trace(profile_dir):
+      trainer_interval()
+      sync()
+  images = batch_size * log_every
+  idle = [max(0.0, 1 - d / t) for d, t in zip(device_s, trainer_s)]
+  return {'resident_img_s': images / statistics.median(trainer_s),
+          'resident_device_img_s': images / statistics.median(device_s),
+          'device_idle_share': statistics.median(idle),
+          'device_idle_share_per_round': idle,
           'resident_first_call_s': first_call_s,
           'resident_examples': num_examples,
           'resident_batch_size': batch_size,
-          'steps_per_dispatch': per_call,
+          'resident_steps_timed': intervals * log_every,
+          'steps_per_dispatch': steps_per_dispatch,
+          'calls_per_log_interval': len(sizes),
           'peak_memory_gb': peak_memory_gb()}

@@ -88,7 +88,7 @@ def compile_input(config, dataset, par, train_step, start_step):
   logging.info('Training and validation splits resident on the devices: '
                '%d + %d images, %.2f GB.', len(train_images),
                len(resident.arrays['validation']['image']),
-               data.resident_bytes(config) / 1e9)
+               sum(x.nbytes for x in jax.tree.leaves(resident.arrays)) / 1e9)
   arrays = par.replicate_host_data(resident.arrays)
   with_arrays = lambda fn: lambda state, batch: fn(state, batch, arrays)
   compiled, compiled_steps = par.compile_train(body, replicated_inputs=1)
