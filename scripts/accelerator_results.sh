@@ -17,19 +17,31 @@
 # tiny-imagenet-200.zip), or '--config.num_train_steps=2 ...' to check the
 # script on a CPU. The runs go to OUT_DIR/runs, the arrays to data_dir.
 #
+# DEADLINE_S (default 0: none) bounds the whole script, for a device lent by
+# the call: each training's limit is cut to end EVAL_RESERVE_S (default 90)
+# before it, leaving time to stop, evaluate and pack; a model with no time
+# left is skipped (timings.tsv says so) and the script exits 1.
+#
 # JOBS runs that many models at a time on the one accelerator (default 1),
 # each with an equal share of its memory (XLA_PYTHON_CLIENT_MEM_FRACTION,
 # unless set): their steps then fill each other's idle time (compilation,
 # validation, host dispatch), and their images/s are those of a shared
 # device. The arrays are decoded once first (prepare.log).
 set -u -o pipefail
+script_start=$(date +%s)
 out=${1:?usage: bash scripts/accelerator_results.sh OUT_DIR [MODEL...]}
 shift
 models=${*:-alexnet resnet18 resnet50 shufflenet_v2}
 python=${PYTHON:-python3}
 limit=${TIME_LIMIT_S:-3600}
 parallel=${JOBS:-1}
+deadline=${DEADLINE_S:-0}
+reserve=${EVAL_RESERVE_S:-90}
 [[ $parallel =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a whole number >= 1, got '$parallel'." >&2; exit 2; }
+[[ $limit =~ ^[1-9][0-9]*$ ]] || { echo "TIME_LIMIT_S must be a whole number of seconds >= 1, got '$limit'." >&2; exit 2; }
+for setting in "DEADLINE_S=$deadline" "EVAL_RESERVE_S=$reserve"; do
+  [[ ${setting#*=} =~ ^[0-9]+$ ]] || { echo "${setting%%=*} must be a whole number of seconds, got '${setting#*=}'." >&2; exit 2; }
+done
 max_bytes=$((16 * 1024 * 1024))
 for model in $models; do
   if [ ! -f "configs/${model%%:*}.py" ]; then
@@ -40,7 +52,7 @@ done
 mkdir -p "$out/runs" "$out/pack"
 export PYTHONUNBUFFERED=1
 timings="$out/pack/timings.tsv"
-printf 'model\ttrain_exit\ttrain_s\tevaluate_exit\tevaluate_s\n' > "$timings"
+printf 'model\tlimit_s\ttrain_exit\ttrain_s\tevaluate_exit\tevaluate_s\n' > "$timings"
 
 {
   date -u
@@ -69,9 +81,18 @@ run_model() {
   model=${model/:/_}
   local workdir="$out/runs/$model"
   mkdir -p "$out/pack/$model"
-  local start=$(date +%s)
+  local start=$(date +%s) run_limit=$limit
+  if [ "$deadline" -gt 0 ]; then
+    local left=$(( script_start + deadline - reserve - start ))
+    [ "$left" -lt "$run_limit" ] && run_limit=$left
+  fi
+  if [ "$run_limit" -le 0 ]; then
+    printf '%s\t0\tskipped\t0\tskipped\t0\n' "$model" >> "$timings"
+    echo "$model: skipped, no time left before DEADLINE_S=$deadline."
+    return
+  fi
   # SIGTERM at the limit: the trainer saves a checkpoint and exits 0.
-  timeout --preserve-status --kill-after=120 "$limit" "$python" -m tiny_flax.main \
+  timeout --preserve-status --kill-after=120 "$run_limit" "$python" -m tiny_flax.main \
     --config="$config" --workdir="$workdir" --progress=off \
     --config.half_precision=true --config.input.on_device=true \
     ${EXTRA_FLAGS:-} > "$out/pack/$model/train.log" 2>&1
@@ -82,7 +103,7 @@ run_model() {
   "$python" -m tiny_flax.evaluate --workdir="$workdir" \
     > "$out/pack/$model/evaluate.log" 2>&1
   local evaluate_exit=$?
-  printf '%s\t%s\t%s\t%s\t%s\n' "$model" "$train_exit" "$train_s" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$model" "$run_limit" "$train_exit" "$train_s" \
     "$evaluate_exit" "$(( $(date +%s) - start ))" >> "$timings"
   echo "$model: training exit $train_exit after ${train_s} s, evaluation exit $evaluate_exit."
   tail -n 1 "$out/pack/$model/evaluate.log"
@@ -107,4 +128,4 @@ if [ "$size" -gt "$max_bytes" ]; then
   exit 1
 fi
 echo "Wrote $out/results.tar.gz ($size bytes)."
-! grep -qv $'\t0\t.*\t0\t' <(tail -n +2 "$timings")
+awk -F '\t' 'NR > 1 && ($3 != "0" || $5 != "0") { failed = 1 } END { exit failed }' "$timings"

@@ -5,6 +5,9 @@ import os
 import re
 import subprocess
 import tarfile
+import time
+
+import pytest
 
 import conftest
 
@@ -14,15 +17,8 @@ BLOCK = os.path.join(conftest.REPO, 'tests', 'without_tensorflow')
 def test_trains_evaluates_and_packs_each_model(tmp_path, fake_manual_dir):
   """Two models at a time (JOBS=2) on arrays decoded once beforehand."""
   out = tmp_path / 'out'
-  extra = ' '.join([
-      '--config.dataset.source=fake',
-      f'--config.dataset.manual_dir={fake_manual_dir}',
-      f'--config.dataset.data_dir={tmp_path / "data"}',
-      f'--config.dataset.fake_train_per_class={conftest.TRAIN_PER_CLASS}',
-      f'--config.dataset.fake_val_per_class={conftest.VAL_PER_CLASS}',
-      '--config.num_train_steps=2', '--config.batch_size=8',
-      '--config.steps_per_eval=2', '--config.half_precision=false'])
-  env = dict(os.environ, EXTRA_FLAGS=extra, JOBS='2',
+  env = dict(os.environ, JOBS='2',
+             EXTRA_FLAGS=_fake_flags(tmp_path, fake_manual_dir, steps=2),
              PYTHONPATH=os.pathsep.join([BLOCK, conftest.REPO]))
   result = subprocess.run(
       ['bash', 'scripts/accelerator_results.sh', str(out), 'alexnet',
@@ -56,8 +52,50 @@ def test_trains_evaluates_and_packs_each_model(tmp_path, fake_manual_dir):
       total, *parts = map(float, times.groups()[:6])
       assert abs(total - sum(parts)) <= 0.31 and all(p >= 0 for p in parts)
       assert float(times.group(5)) > 0  # the validation at step 2
-  assert sorted(line.split('\t')[:2] for line in timings[1:]) == [
-      ['alexnet', '0'], ['resnet18_fast', '0']]
+  rows = sorted(line.split('\t') for line in timings[1:])
+  assert [(row[0], row[1], row[2], row[4]) for row in rows] == [
+      ('alexnet', '3600', '0', '0'), ('resnet18_fast', '3600', '0', '0')]
+
+
+def _fake_flags(tmp_path, fake_manual_dir, steps):
+  return ' '.join([
+      '--config.dataset.source=fake',
+      f'--config.dataset.manual_dir={fake_manual_dir}',
+      f'--config.dataset.data_dir={tmp_path / "data"}',
+      f'--config.dataset.fake_train_per_class={conftest.TRAIN_PER_CLASS}',
+      f'--config.dataset.fake_val_per_class={conftest.VAL_PER_CLASS}',
+      f'--config.num_train_steps={steps}', '--config.batch_size=8',
+      '--config.steps_per_eval=2', '--config.half_precision=false'])
+
+
+def test_a_deadline_cuts_the_training_limits_and_skips_what_cannot_start(
+    tmp_path, fake_manual_dir):
+  """DEADLINE_S: the first model trains until EVAL_RESERVE_S before it and
+  is stopped, evaluated and packed; the second, with no time left, is
+  skipped and named, and the script exits 1 with the archive written."""
+  out = tmp_path / 'out'
+  env = dict(os.environ, EXTRA_FLAGS=_fake_flags(tmp_path, fake_manual_dir,
+                                                 steps=100000),
+             DEADLINE_S='100', EVAL_RESERVE_S='50',
+             PYTHONPATH=os.pathsep.join([BLOCK, conftest.REPO]))
+  started = time.monotonic()
+  result = subprocess.run(
+      ['bash', 'scripts/accelerator_results.sh', str(out), 'resnet18',
+       'alexnet'], cwd=conftest.REPO, env=env, capture_output=True,
+      text=True, timeout=600)
+  assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+  assert time.monotonic() - started < 100 + 30
+  assert 'alexnet: skipped, no time left before DEADLINE_S=100' in result.stdout
+  with tarfile.open(out / 'results.tar.gz') as archive:
+    timings = archive.extractfile('./timings.tsv').read().decode().splitlines()
+    log = archive.extractfile('./resnet18/train.log').read().decode()
+    metrics = json.load(
+        archive.extractfile('./resnet18/report/metrics.json'))
+  first, second = (line.split('\t') for line in timings[1:])
+  assert first[0] == 'resnet18' and 0 < int(first[1]) <= 100 - 50
+  assert (first[2], first[4]) == ('0', '0')  # stopped by SIGTERM, evaluated
+  assert 'Stopped at step' in log and 0 < metrics['step'] < 100000
+  assert second[:3] == ['alexnet', '0', 'skipped']
 
 
 def test_an_unknown_model_is_named(tmp_path):
@@ -67,9 +105,14 @@ def test_an_unknown_model_is_named(tmp_path):
   assert result.returncode == 2 and 'Unknown model vgg16' in result.stderr
 
 
-def test_jobs_must_be_a_whole_number(tmp_path):
+@pytest.mark.parametrize('name, value', [
+    ('JOBS', 'two'), ('TIME_LIMIT_S', '0'), ('DEADLINE_S', '9.5'),
+    ('EVAL_RESERVE_S', '-1')])
+def test_settings_must_be_whole_numbers(tmp_path, name, value):
   result = subprocess.run(
       ['bash', 'scripts/accelerator_results.sh', str(tmp_path), 'alexnet'],
-      cwd=conftest.REPO, env=dict(os.environ, JOBS='two'),
+      cwd=conftest.REPO, env=dict(os.environ, **{name: value}),
       capture_output=True, text=True, timeout=120)
-  assert result.returncode == 2 and "JOBS must be a whole number" in result.stderr
+  assert result.returncode == 2 and 'must be a whole number' in result.stderr
+  assert f"got '{value}'" in result.stderr
+  assert not (tmp_path / 'pack').exists()
