@@ -7,8 +7,9 @@
 # MODEL is a configs/MODEL.py name, with a variant if wanted (resnet18:tuned;
 # default: alexnet resnet18 resnet50 shufflenet_v2, the original project's
 # recipes). Each trains unmodified apart from bf16 and resident input,
-# under a time limit (TIME_LIMIT_S per model, default 3600: a stopped run is
-# resumable and still evaluated), then `tiny_flax.evaluate` writes its report.
+# under a time limit (TIME_LIMIT_S per model, default 3600), then
+# `tiny_flax.evaluate` writes its report. A stopped run is still evaluated;
+# the same command with the same OUT_DIR resumes it (train.log grows).
 # OUT_DIR/results.tar.gz (at most 16 MB) holds every run's report, TensorBoard
 # events and log, and timings.tsv. Needs no TensorFlow.
 #
@@ -95,7 +96,7 @@ run_model() {
   timeout --preserve-status --kill-after=120 "$run_limit" "$python" -m tiny_flax.main \
     --config="$config" --workdir="$workdir" --progress=off \
     --config.half_precision=true --config.input.on_device=true \
-    ${EXTRA_FLAGS:-} > "$out/pack/$model/train.log" 2>&1
+    ${EXTRA_FLAGS:-} >> "$out/pack/$model/train.log" 2>&1
   local train_exit=$?
   local train_s=$(( $(date +%s) - start ))
   start=$(date +%s)

@@ -94,8 +94,20 @@ def test_a_deadline_cuts_the_training_limits_and_skips_what_cannot_start(
   first, second = (line.split('\t') for line in timings[1:])
   assert first[0] == 'resnet18' and 0 < int(first[1]) <= 100 - 50
   assert (first[2], first[4]) == ('0', '0')  # stopped by SIGTERM, evaluated
-  assert 'Stopped at step' in log and 0 < metrics['step'] < 100000
+  stopped = int(re.search(r'Stopped at step (\d+)', log).group(1))
+  assert 0 < metrics['step'] <= stopped < 100000
   assert second[:3] == ['alexnet', '0', 'skipped']
+
+  # The same command again resumes the stopped run; its log keeps both parts.
+  env.update(DEADLINE_S='0', TIME_LIMIT_S='20')
+  result = subprocess.run(
+      ['bash', 'scripts/accelerator_results.sh', str(out), 'resnet18'],
+      cwd=conftest.REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  with tarfile.open(out / 'results.tar.gz') as archive:
+    log = archive.extractfile('./resnet18/train.log').read().decode()
+  assert f'from step {stopped} on' in log
+  assert log.count('Training resnet18 for') == 2
 
 
 def test_an_unknown_model_is_named(tmp_path):

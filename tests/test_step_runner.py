@@ -1,9 +1,12 @@
 """Several train steps per dispatch: which calls run how many steps."""
 
 import itertools
+import re
 
 import numpy as np
+import pytest
 
+from tiny_flax import loop_policy
 from tiny_flax import step_runner
 
 
@@ -32,6 +35,35 @@ def test_a_resumed_run_dispatches_as_an_uninterrupted_one():
 
 def test_one_step_per_call_is_every_step():
   assert list(step_runner.dispatch_sizes(3, 8, 1, (2, 5))) == [1] * 5
+
+
+@pytest.mark.parametrize('steps_per_epoch, epochs, log_every, checkpoint_every',
+                         [(781, 50, 100, 0), (390, 15, 100, 0),
+                          (781, 15, 50, 1562), (100, 3, 30, 0)])
+def test_the_alignment_hint_names_settings_where_every_call_is_whole(
+    steps_per_epoch, epochs, log_every, checkpoint_every):
+  """The settings the hint suggests leave no one-step call in the run."""
+  intervals = loop_policy.Intervals(steps_per_epoch * epochs, steps_per_epoch,
+                                    log_every, checkpoint_every)
+  hint = step_runner.alignment_hint(intervals, 16)
+  assert 1 in set(step_runner.dispatch_sizes(0, intervals.num_steps, 16,
+                                             intervals.every()))
+  suggested = re.search(r'--config.steps_per_dispatch=(\d+) '
+                        r'--config.log_every_steps=(\d+)', hint)
+  per_call, log_every = map(int, suggested.groups())
+  aligned = intervals._replace(log_every=log_every)
+  assert set(step_runner.dispatch_sizes(0, aligned.num_steps, per_call,
+                                        aligned.every())) == {per_call}
+  assert step_runner.alignment_hint(aligned, per_call) is None
+
+
+def test_the_alignment_hint_is_silent_when_calls_are_whole_or_single():
+  intervals = loop_policy.Intervals(781 * 15, 781, 110, 0)
+  assert step_runner.alignment_hint(intervals, 11) is None
+  assert step_runner.alignment_hint(intervals, 1) is None
+  prime = loop_policy.Intervals(97 * 3, 97, 100, 0)
+  hint = step_runner.alignment_hint(prime, 16)
+  assert 'the epoch (97 steps)' in hint and '--config' not in hint
 
 
 def test_groups_stack_successive_batches_in_order():

@@ -33,6 +33,38 @@ def dispatch_sizes(start_step, num_steps, steps_per_dispatch, every):
     step += size
 
 
+def alignment_hint(intervals, steps_per_dispatch):
+  """A line for the log when some calls must run one step, else None.
+
+  The calls before a step that `steps_per_dispatch` does not divide (an
+  epoch, log or checkpoint step, or the last) run one step each, in a second
+  compiled form: more dispatches, and a second compilation. The hint names a
+  setting that avoids both, where the epoch has a divisor to offer.
+  """
+  if steps_per_dispatch == 1:
+    return None
+  named = {'the epoch': intervals.steps_per_epoch,
+           'config.log_every_steps': intervals.log_every,
+           'config.checkpoint_every_steps': intervals.checkpoint_every,
+           'the run': intervals.num_steps}
+  misaligned = [f'{name} ({steps} steps)' for name, steps in named.items()
+                if steps % steps_per_dispatch]
+  if not misaligned:
+    return None
+  line = (f'{steps_per_dispatch} steps per dispatch do not divide '
+          f'{", ".join(misaligned)}: the calls before those steps run one '
+          'step each, in a second compiled form.')
+  other = [n for n in (intervals.checkpoint_every, intervals.num_steps) if n]
+  divisors = [d for d in range(steps_per_dispatch, 1, -1)
+              if all(n % d == 0 for n in [intervals.steps_per_epoch, *other])]
+  if divisors:
+    d = divisors[0]
+    line += (f' With --config.steps_per_dispatch={d} --config.log_every_steps='
+             f'{d * max(1, round(intervals.log_every / d))} every call runs '
+             f'{d} steps.')
+  return line
+
+
 def grouped(batches, sizes):
   """(size, batch) per call: `size` host batches, stacked when more than one."""
   for size in sizes:

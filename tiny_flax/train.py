@@ -175,6 +175,9 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   intervals = loop_policy.Intervals(
       num_steps, steps_per_epoch, config.log_every_steps,
       config.checkpoint_every_steps)
+  hint = step_runner.alignment_hint(intervals, platform.steps_per_dispatch)
+  if hint:
+    logging.info(hint)
 
   # The state: fresh, or from the latest checkpoint.
   learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
