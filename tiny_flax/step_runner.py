@@ -45,14 +45,16 @@ def alignment_hint(intervals, steps_per_dispatch):
     return None
   named = {'the epoch': intervals.steps_per_epoch,
            'config.log_every_steps': intervals.log_every,
-           'config.checkpoint_every_steps': intervals.checkpoint_every,
-           'the run': intervals.num_steps}
+           'config.checkpoint_every_steps': intervals.checkpoint_every}
+  if intervals.num_steps % intervals.steps_per_epoch:  # else the epoch's
+    named['the run'] = intervals.num_steps
   misaligned = [f'{name} ({steps} steps)' for name, steps in named.items()
                 if steps % steps_per_dispatch]
   if not misaligned:
     return None
+  listed = ', '.join(misaligned[:-1]) + ' or ' if len(misaligned) > 1 else ''
   line = (f'{steps_per_dispatch} steps per dispatch do not divide '
-          f'{", ".join(misaligned)}: the calls before those steps run one '
+          f'{listed}{misaligned[-1]}: the calls before those steps run one '
           'step each, in a second compiled form.')
   other = [n for n in (intervals.checkpoint_every, intervals.num_steps) if n]
   divisors = [d for d in range(steps_per_dispatch, 1, -1)
