@@ -23,9 +23,11 @@ from tiny_flax.data import jax_transforms
 from tiny_flax.data import resident as resident_lib
 
 
-def timed(step, sync, num_steps):
-  """Seconds per `step()`: one warm-up, then steps queued back to back."""
-  step()
+def timed(step, sync, num_steps, warm_up=True):
+  """Seconds per `step()`: one warm-up (unless done), then steps queued back
+  to back."""
+  if warm_up:
+    step()
   sync()
   start = time.perf_counter()
   for _ in range(num_steps):
@@ -212,10 +214,12 @@ def measure_resident(config, platform, par, batch_size, num_steps,
     jax.device_get(runner.pop_metrics())
 
   sync = lambda: jax.block_until_ready(runner.state)
+  device_interval()  # both warmed up once, the merge compiled
+  trainer_interval()
   device_s, trainer_s = [], []
   for _ in range(rounds):
-    device_s.append(timed(device_interval, sync, intervals))
-    trainer_s.append(timed(trainer_interval, sync, intervals))
+    device_s.append(timed(device_interval, sync, intervals, warm_up=False))
+    trainer_s.append(timed(trainer_interval, sync, intervals, warm_up=False))
   if profile_dir:
     with jax.profiler.trace(profile_dir):
       trainer_interval()
