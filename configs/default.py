@@ -88,7 +88,11 @@ def get_config():
   # jit over shard_map, as JAX recommends since 0.8; under pmap XLA copies
   # AlexNet's FC weights and Adam moments at every step (docs/performance.md).
   config.parallelism = 'shard_map'  # shard_map | pmap
-  config.half_precision = False  # bf16 compute, float32 params
+  # Half-precision compute, float32 parameters. half_dtype: 'bfloat16';
+  # 'float16' with dynamic loss scaling, for GPUs without bfloat16 tensor
+  # cores (T4, V100); 'auto': float16 on those, bfloat16 elsewhere.
+  config.half_precision = False
+  config.half_dtype = 'auto'
   # Convolution and max-pool forms: 'auto' takes tiny_flax/platform/cpu_kernels.py
   # on the CPU backend (faster there), its max pool on GPUs, and XLA's ops
   # elsewhere (tiny_flax/platform/backend.py); 'xla' | 'cpu'.

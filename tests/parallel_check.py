@@ -2,13 +2,15 @@
 
 Prints the largest difference of the updated params, BatchNorm statistics and
 metrics between pmap, shard_map and a single device, one step per call or
-both in one (steps.in_sequence), as JSON.
+both in one (steps.in_sequence), as JSON; and the same for float16 steps
+with loss scaling under each wrapper.
 """
 
 import functools
 import json
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -33,6 +35,13 @@ def run(kind, devices, state, batches, steps_per_dispatch=1):
                          runner.pop_metrics()))
 
 
+def largest_differences(results, reference):
+  return {name: max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                    for a, b in zip(jax.tree.leaves(result),
+                                    jax.tree.leaves(reference)))
+          for name, result in results.items()}
+
+
 def main():
   assert jax.device_count() == 8, jax.devices()
   config = ml_collections.ConfigDict(dict(
@@ -53,14 +62,26 @@ def main():
       'single': run('shard_map', jax.devices()[:1], state, batches),
   }
   reference = results.pop('single')
-  diffs = {}
-  for name, result in results.items():
-    leaves = zip(jax.tree.leaves(result), jax.tree.leaves(reference))
-    diffs[name] = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                      for a, b in leaves)
-  moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
-              zip(jax.tree.leaves(reference[0]), jax.tree.leaves(state.params)))
-  print(json.dumps({'diffs': diffs, 'params_moved': moved}))
+  moved = largest_differences({'single': reference[0]}, state.params)['single']
+
+  half_model = models.create('resnet_tiny', 200, axis_name=steps.AXIS,
+                             dtype=jnp.float16)
+  half = jax.device_get(steps.create_train_state(
+      config, half_model, (32, 32, 3), 0.1, loss_scaling=True))
+  # A shard of 2 examples has 8 times the gradient of one of 16: at the
+  # initial scale it overflows float16 and the step is skipped.
+  half = half.replace(dynamic_scale=half.dynamic_scale.replace(
+      scale=np.float32(2.0**10)))
+  half_reference = run('shard_map', jax.devices()[:1], half, batches)
+  half_results = {kind: run(kind, None, half, batches)
+                  for kind in ('pmap', 'shard_map')}
+  print(json.dumps({
+      'diffs': largest_differences(results, reference),
+      'params_moved': moved,
+      'float16_diffs': largest_differences(half_results, half_reference),
+      'float16_pmap_shard_map': largest_differences(
+          {'pmap': half_results['pmap']}, half_results['shard_map'])['pmap'],
+      'float16_skipped': float(half_reference[2]['skipped'])}))
 
 
 if __name__ == '__main__':

@@ -32,8 +32,11 @@ def manager(workdir, keep=3, read_only=False):
                                 keep_checkpoints_without_metrics=False),
   ])
   # best_fn makes orbax store each step's metrics; the policy decides deletion.
+  # The handler named, so that a checkpoint's metadata (`saved_fields`) reads
+  # before any save or restore.
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      item_handlers=ocp.StandardCheckpointHandler(),
       options=ocp.CheckpointManagerOptions(
           preservation_policy=policy, best_fn=_best_metric, best_mode='max',
           read_only=read_only, create=not read_only,
@@ -80,8 +83,8 @@ def _storage_errors(checkpoints):
         'disk space, or pass a --workdir on a disk with room.') from e
 
 
-def restore(checkpoints, state, which='best'):
-  """`state` from the checkpoint `which` (best, latest or a step), and its step."""
+def find_step(checkpoints, which='best'):
+  """The step of the checkpoint `which`: best, latest or a step number."""
   steps = checkpoints.all_steps()
   if not steps:
     raise errors.UserError(
@@ -98,11 +101,24 @@ def restore(checkpoints, state, which='best'):
     raise errors.UserError(
         f'No checkpoint {which!r} in {checkpoints.directory}: use best, latest '
         f'or one of the steps {steps}.')
-  return checkpoints.restore(step, args=ocp.args.StandardRestore(state)), step
+  return step
 
 
-def restore_latest(checkpoints, state):
+def saved_fields(checkpoints, step):
+  """The names of the state's fields in the checkpoint of `step`."""
+  return set(checkpoints.item_metadata(step).tree)
+
+
+def restore(checkpoints, state, step):
+  """`state` from the checkpoint of `step` (`find_step`)."""
+  return checkpoints.restore(step, args=ocp.args.StandardRestore(state))
+
+
+def restore_latest(checkpoints, state, fit=lambda state, saved_fields: state):
   """`state` from the newest checkpoint that restores, or unchanged if none.
+
+  `fit(state, saved_fields)`: the template for a checkpoint holding the
+  fields named in `saved_fields`; the restored state has its structure.
 
   A newer checkpoint that fails to restore while an older one restores was
   damaged after orbax committed it (truncated or overwritten files): it is
@@ -112,7 +128,9 @@ def restore_latest(checkpoints, state):
   failures = []
   for step in sorted(checkpoints.all_steps(), reverse=True):
     try:
-      restored = checkpoints.restore(step, args=ocp.args.StandardRestore(state))
+      template = fit(state, saved_fields(checkpoints, step))
+      restored = checkpoints.restore(step,
+                                     args=ocp.args.StandardRestore(template))
     # TensorStore raises bare Exceptions, orbax ValueErrors and JSON errors.
     except Exception as e:  # pylint: disable=broad-exception-caught
       failures.append((step, e))

@@ -11,16 +11,21 @@ from tiny_flax import steps
 def restore(config, workdir, platform, which='best'):
   """(state, step) of checkpoint `which` (best, latest or a step number).
 
-  The model is built on `platform`'s kernels. A run with config.ema gives its
-  moving-average weights.
+  The model is built on `platform`'s kernels and compute dtype, whichever
+  precision trained it: a float16 run's state (with its loss scale) restores
+  on a platform that computes in bfloat16 or float32. A run with config.ema
+  gives its moving-average weights.
   """
-  model = steps.create_model(config, data.NUM_CLASSES, platform.kernels)
-  template = steps.create_train_state(
-      config, model, data.image_shape(config),
-      optim.learning_rate_schedule(config, 1))
+  model = steps.create_model(config, data.NUM_CLASSES, platform.kernels,
+                             platform.compute_dtype)
   checkpoints = checkpointing.manager(workdir, read_only=True)
   try:
-    state, step = checkpointing.restore(checkpoints, template, which)
+    step = checkpointing.find_step(checkpoints, which)
+    template = steps.fit_checkpoint(
+        steps.create_train_state(config, model, data.image_shape(config),
+                                 optim.learning_rate_schedule(config, 1)),
+        checkpointing.saved_fields(checkpoints, step))
+    state = checkpointing.restore(checkpoints, template, step)
   finally:
     checkpoints.close()
   if config.ema.decay > 0:

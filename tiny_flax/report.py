@@ -30,7 +30,7 @@ RECIPE_KEYS = ('input.train', 'input.eval', 'batch_size', 'num_epochs',
                'weight_decay', 'schedule.name', 'schedule.warmup_epochs',
                'label_smoothing', 'mixing.mixup_alpha', 'mixing.cutmix_alpha',
                'mixing.prob', 'mixing.switch_prob', 'mixing.mode', 'ema.decay',
-               'half_precision', 'seed')
+               'half_precision', 'half_dtype', 'seed')
 
 
 def read_scalars(workdir):

@@ -5,11 +5,13 @@ collectives over the axis `AXIS`, which `parallel.py` binds with either
 `jax.pmap` or `jax.shard_map`.
 """
 
+import dataclasses
 import functools
 from typing import Any
 
 from clu import metrics
 import flax
+from flax.training import dynamic_scale as dynamic_scale_lib
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -29,17 +31,31 @@ class TrainState(train_state.TrainState):
   ema: Any = flax.struct.field(default_factory=dict)
 
 
-def create_model(config, num_classes, kernels, axis_name=None):
-  """The config's model in its compute dtype, built on `kernels`
-  (the platform's choice for config.kernels)."""
-  return models.create(
-      config.model, num_classes, axis_name=axis_name,
-      dtype=jnp.bfloat16 if config.half_precision else jnp.float32,
-      kernels=kernels)
+class ScaledTrainState(TrainState, kw_only=True):
+  """The state of a float16 run: its loss scale travels and is checkpointed
+  with it. A class of its own, so that the checkpoints of float32 and
+  bfloat16 runs keep their structure."""
+  dynamic_scale: dynamic_scale_lib.DynamicScale
 
 
-def create_train_state(config, model, image_shape, learning_rate_fn):
-  """A fresh state on the default device, initialised from `config.seed`."""
+# flax's and PyTorch's GradScaler's default. float16 ends at 65504: large
+# gradients overflow at first, and the scale halves until they fit.
+INITIAL_LOSS_SCALE = 2.0**16
+
+
+def create_model(config, num_classes, kernels, dtype, axis_name=None):
+  """The config's model computing in `dtype`, built on `kernels` (the
+  platform's choices for config.half_precision and config.kernels)."""
+  return models.create(config.model, num_classes, axis_name=axis_name,
+                       dtype=dtype, kernels=kernels)
+
+
+def create_train_state(config, model, image_shape, learning_rate_fn,
+                       loss_scaling=False):
+  """A fresh state on the default device, initialised from `config.seed`.
+
+  `loss_scaling`: a ScaledTrainState, for a model computing in float16.
+  """
   variables = jax.jit(functools.partial(model.init, train=False))(
       jax.random.key(config.seed), jnp.zeros((1,) + image_shape, jnp.float32))
   batch_stats = variables.get('batch_stats', {})
@@ -47,10 +63,38 @@ def create_train_state(config, model, image_shape, learning_rate_fn):
   ema = (jax.tree.map(jnp.copy, {'params': variables['params'],
                                  'batch_stats': batch_stats})
          if config.ema.decay > 0 else {})
-  return TrainState.create(
+  state = TrainState.create(
       apply_fn=model.apply, params=variables['params'],
       batch_stats=batch_stats, ema=ema,
       tx=optim.create(config, learning_rate_fn))
+  return with_loss_scaling(state, loss_scaling)
+
+
+def with_loss_scaling(state, loss_scaling):
+  """`state` as a ScaledTrainState (keeping its loss scale, or a fresh one)
+  or as a TrainState (without one).
+
+  A run resumed on another GPU may change precision (config.half_dtype
+  'auto'): float16 on a T4, bfloat16 on an A100.
+  """
+  if isinstance(state, ScaledTrainState) == loss_scaling:
+    return state
+  fields = {field.name: getattr(state, field.name)
+            for field in dataclasses.fields(TrainState)}
+  if not loss_scaling:
+    return TrainState(**fields)
+  # Arrays, not Python numbers, so that a checkpoint holds them; the scale
+  # in float32, so that the scaled loss stays float32.
+  return ScaledTrainState(**fields, dynamic_scale=(
+      dynamic_scale_lib.DynamicScale(
+          fin_steps=jnp.zeros((), jnp.int32),
+          scale=jnp.asarray(INITIAL_LOSS_SCALE, jnp.float32))))
+
+
+def fit_checkpoint(state, saved_fields):
+  """The template of `state` for a checkpoint holding `saved_fields` (names
+  of its state's fields): with a loss scale where the checkpoint has one."""
+  return with_loss_scaling(state, 'dynamic_scale' in saved_fields)
 
 
 def ema_settings(ema):
@@ -88,6 +132,16 @@ class TrainMetrics(metrics.Collection):
 
 
 @flax.struct.dataclass
+class ScaledTrainMetrics(metrics.Collection):
+  """TrainMetrics with the loss scale, and the share of steps skipped for
+  overflow."""
+  loss: metrics.Average.from_output('loss')
+  accuracy: metrics.Accuracy
+  loss_scale: metrics.Average.from_output('loss_scale')
+  skipped: metrics.Average.from_output('skipped')
+
+
+@flax.struct.dataclass
 class EvalMetrics(metrics.Collection):
   loss: metrics.Average.from_output('loss')
   top1: metrics.Accuracy
@@ -107,6 +161,9 @@ def train_step(state, batch, *, dropout_key, label_smoothing=0.0,
 
   `mixing`: a mixing.Mixing, applied to the shard before the forward pass.
   `ema`: (decay, warmup) of the moving average kept in `state.ema`.
+  A ScaledTrainState's step scales the loss, and where a gradient overflows
+  it keeps the weights, optimizer, statistics and average as they were and
+  lowers the scale (flax's DynamicScale); the step count still advances.
   """
   key = jax.random.fold_in(jax.random.fold_in(dropout_key, state.step),
                            jax.lax.axis_index(AXIS))
@@ -120,6 +177,7 @@ def train_step(state, batch, *, dropout_key, label_smoothing=0.0,
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, images,
         train=True, mutable=['batch_stats'], rngs={'dropout': key})
+    logits = logits.astype(jnp.float32)  # the softmax in float32
     if share is None:
       losses = cross_entropy(logits, batch['label'], label_smoothing)
     else:
@@ -127,12 +185,19 @@ def train_step(state, batch, *, dropout_key, label_smoothing=0.0,
           share, batch['label'], logits.shape[-1], label_smoothing))
     return losses.mean(), (logits, losses, updates['batch_stats'])
 
-  (_, (logits, losses, batch_stats)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
   # Over one device the mean is the identity, but XLA:CPU copies every
   # gradient for it (docs/performance.md).
-  if jax.lax.axis_size(AXIS) > 1:
-    grads = jax.lax.pmean(grads, AXIS)
+  axis_name = AXIS if jax.lax.axis_size(AXIS) > 1 else None
+  scaled = isinstance(state, ScaledTrainState)
+  if not scaled:
+    (_, (logits, losses, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    if axis_name:
+      grads = jax.lax.pmean(grads, axis_name)
+  else:  # unscales the gradients, averages them and checks them finite
+    dynamic_scale, finite, (_, (logits, losses, batch_stats)), grads = (
+        state.dynamic_scale.value_and_grad(loss_fn, has_aux=True,
+                                           axis_name=axis_name)(state.params))
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if ema is not None:
     decay = ema_decay(state.step, *ema)
@@ -140,9 +205,21 @@ def train_step(state, batch, *, dropout_key, label_smoothing=0.0,
         lambda average, value: decay * average + (1.0 - decay) * value,
         state.ema, {'params': new_state.params,
                     'batch_stats': new_state.batch_stats}))
-  step_metrics = TrainMetrics.gather_from_model_output(
-      axis_name=AXIS, logits=logits, labels=batch['label'], loss=losses)
-  return new_state, step_metrics
+  if not scaled:
+    return new_state, TrainMetrics.gather_from_model_output(
+        axis_name=AXIS, logits=logits, labels=batch['label'], loss=losses)
+
+  def unless_overflow(new, old):
+    return jax.tree.map(functools.partial(jnp.where, finite), new, old)
+
+  new_state = new_state.replace(
+      dynamic_scale=dynamic_scale,
+      **{field: unless_overflow(getattr(new_state, field), getattr(state, field))
+         for field in ('params', 'opt_state', 'batch_stats', 'ema')})
+  return new_state, ScaledTrainMetrics.gather_from_model_output(
+      axis_name=AXIS, logits=logits, labels=batch['label'], loss=losses,
+      loss_scale=dynamic_scale.scale,
+      skipped=jnp.logical_not(finite).astype(jnp.float32))
 
 
 def in_sequence(body):
@@ -167,7 +244,7 @@ def eval_step(state, batch):
 
 
 def logits_step(state, images):
-  """Logits in evaluation mode; no collectives, for plain `jax.jit`."""
+  """float32 logits in evaluation mode; no collectives, for plain `jax.jit`."""
   return state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats}, images,
-      train=False)
+      train=False).astype(jnp.float32)

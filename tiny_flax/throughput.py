@@ -98,9 +98,10 @@ def train_rates(rates, gflops_per_img, peak):
 
 def _initial_state(config, platform, image_shape):
   module = steps.create_model(config, archive.NUM_CLASSES, platform.kernels,
-                              steps.AXIS)
+                              platform.compute_dtype, steps.AXIS)
   return module, steps.create_train_state(config, module, image_shape,
-                                          config.learning_rate)
+                                          config.learning_rate,
+                                          platform.loss_scaling)
 
 
 def _train_step_body(config):

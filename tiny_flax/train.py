@@ -155,7 +155,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                           compiler_options=platform.compiler_options)
   par.check_batch_size(config.batch_size)
   model = steps.create_model(config, data.NUM_CLASSES, platform.kernels,
-                             steps.AXIS)
+                             platform.compute_dtype, steps.AXIS)
   optim.check(config)
   train_step = functools.partial(
       steps.train_step, dropout_key=jax.random.key(config.seed + 1),
@@ -182,11 +182,14 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   # The state: fresh, or from the latest checkpoint.
   learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
   state = steps.create_train_state(config, model, dataset.image_shape,
-                                   learning_rate_fn)
+                                   learning_rate_fn, platform.loss_scaling)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('%s: %s parameters.', config.model, f'{num_params:,}')
   checkpoints = checkpointing.manager(workdir, config.checkpoints_to_keep)
-  state = checkpointing.restore_latest(checkpoints, state)
+  # A run resumed on another platform may gain or lose its loss scale.
+  state = steps.with_loss_scaling(
+      checkpointing.restore_latest(checkpoints, state, steps.fit_checkpoint),
+      platform.loss_scaling)
   start_step = int(state.step)
   if start_step == 0 and config.init_from:
     state = _init_from_torchvision(config, state)

@@ -13,6 +13,7 @@ from typing import Optional
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 
 from tiny_flax import errors
 from tiny_flax.models import layers
@@ -20,6 +21,13 @@ from tiny_flax.platform import cpu_kernels
 
 KERNEL_CHOICES = ('auto', 'xla', 'cpu')
 ON_DEVICE_CHOICES = ('auto', 'true', 'false')
+HALF_DTYPE_CHOICES = ('auto', 'bfloat16', 'float16')
+
+# NVIDIA's tensor cores take bfloat16 from Ampere (compute capability 8.0) on.
+# On older GPUs (the T4 of Colab and Kaggle, the V100, the P100) cuDNN and
+# cuBLAS have no bfloat16 kernels and XLA computes it in float32, so half
+# precision there is float16, with dynamic loss scaling.
+FIRST_BFLOAT16_GPU = (8, 0)
 
 # XLA:CPU's own (Eigen) convolutions, with YNNPACK kept for dots and
 # reductions: jaxlib 0.10 hands convolutions to YNNPACK by default, which
@@ -49,10 +57,16 @@ class Platform:
   """The platform's choices for one run (`resolve`)."""
   backend: str  # jax.default_backend(): 'cpu', 'gpu' or 'tpu'
   kernels: layers.Kernels  # the models' convolution and max pool
+  compute_dtype: jnp.dtype  # the models' activations and matmuls
   compiler_options: Optional[dict]  # for every compiled step
   steps_per_dispatch: int  # train steps per host dispatch
   input_on_device: bool  # the splits resident in device memory
   tensorflow: bool  # TensorFlow and TFDS importable (tf.data's path)
+
+  @property
+  def loss_scaling(self):
+    """float16 gradients need a scaled loss (steps.ScaledTrainState)."""
+    return self.compute_dtype == jnp.float16
 
 
 def resolve(config, resident_bytes):
@@ -66,6 +80,7 @@ def resolve(config, resident_bytes):
   platform = Platform(
       backend=jax.default_backend(),
       kernels=kernels(config.kernels),
+      compute_dtype=compute_dtype(config.half_precision, config.half_dtype),
       compiler_options=compiler_options(),
       steps_per_dispatch=steps_per_dispatch(config.steps_per_dispatch),
       input_on_device=input_on_device(config.input.on_device, resident_bytes,
@@ -75,9 +90,10 @@ def resolve(config, resident_bytes):
                'resident in device memory' if platform.input_on_device
                else 'tf.data', config.input.on_device)
   logging.info('Platform: %s; %d steps per dispatch '
-               '(config.steps_per_dispatch=%s), config.kernels=%s, %s.',
-               platform.backend, platform.steps_per_dispatch,
+               '(config.steps_per_dispatch=%s), config.kernels=%s, computing '
+               'in %s, %s.', platform.backend, platform.steps_per_dispatch,
                config.steps_per_dispatch, config.kernels,
+               jnp.dtype(platform.compute_dtype).name,
                'TensorFlow installed' if tensorflow else 'no TensorFlow')
   return platform
 
@@ -149,6 +165,29 @@ def kernels(choice='auto'):
   if choice == 'auto' and jax.default_backend() == 'gpu':
     return GPU_KERNELS
   return layers.Kernels()
+
+
+def compute_dtype(half_precision, half_dtype='auto'):
+  """The models' compute dtype: float32, or with `half_precision` the
+  config.half_dtype; 'auto' is float16 on NVIDIA GPUs without bfloat16
+  tensor cores (FIRST_BFLOAT16_GPU) and bfloat16 elsewhere."""
+  if half_dtype not in HALF_DTYPE_CHOICES:
+    raise errors.UserError(
+        f'config.half_dtype must be one of {", ".join(HALF_DTYPE_CHOICES)}, '
+        f'got {half_dtype!r}.')
+  if not half_precision:
+    return jnp.float32
+  if half_dtype == 'auto':
+    return jnp.float16 if _gpu_without_bfloat16() else jnp.bfloat16
+  return jnp.dtype(half_dtype).type
+
+
+def _gpu_without_bfloat16():
+  device = jax.local_devices()[0]
+  capability = getattr(device, 'compute_capability', None)
+  if device.platform != 'gpu' or not capability:
+    return False
+  return tuple(int(part) for part in capability.split('.')) < FIRST_BFLOAT16_GPU
 
 
 def steps_per_dispatch(value):
