@@ -62,8 +62,9 @@ _ROUNDS = flags.DEFINE_integer(
     'rounds', 3, 'Train-step measurements of each side, tiny_flax and torch '
     'alternating (with --resident also the trainer\'s loop and its calls '
     'alone); the table reports medians (the ratio: of the rounds\' ratios).')
-_HALF = flags.DEFINE_bool('half_precision', None,
-                          'bf16 compute (default: on accelerators).')
+_HALF = flags.DEFINE_bool(
+    'half_precision', None, 'Half-precision compute, bfloat16 or float16 as '
+    'config.half_dtype \'auto\' picks (default: on accelerators).')
 _PARALLELISM = flags.DEFINE_enum('parallelism', 'shard_map', parallel.KINDS,
                                  'Parallel wrapper of the train step.')
 _KERNELS = flags.DEFINE_enum(
@@ -169,12 +170,12 @@ def main(argv):
   par = parallel.Parallel(_PARALLELISM.value,
                           compiler_options=platform.compiler_options)
   par.check_batch_size(batch_size)
-  peak = throughput.matmul_peak(jnp.bfloat16 if half else jnp.float32,
+  dtype = jnp.dtype(platform.compute_dtype).name
+  peak = throughput.matmul_peak(platform.compute_dtype,
                                 2 if _QUICK.value else 10,
                                 size=2048 if on_cpu else 8192)
   print(f'{jax.devices()}, jax {jax.__version__}, batch {batch_size}, '
-        f'{"bf16" if half else "float32"}, matmul peak {peak / 1e12:.2f} TFLOP/s',
-        flush=True)
+        f'{dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s', flush=True)
   results = {}
 
   def record(result):
@@ -193,7 +194,7 @@ def main(argv):
     if torch_timing:
       timers.append(torch_timing.train_step_timer(
           config, name, archive.NUM_CLASSES, batch_size, image_shape[0],
-          half, num_steps, compiled=False))
+          dtype, num_steps, compiled=False))
     result.update(throughput.train_rates(
         throughput.alternate(timers, rounds, batch_size),
         result['gflops_per_img'], peak))
@@ -214,7 +215,7 @@ def main(argv):
                                             f'{name}_resident')))
   if _STEP.value and torch_timing and _TORCH_COMPILE.value:
     compiled_img_s = batch_size / torch_timing.train_step_timer(
-        config, name, archive.NUM_CLASSES, batch_size, image_shape[0], half,
+        config, name, archive.NUM_CLASSES, batch_size, image_shape[0], dtype,
         num_steps, compiled=True)()
     record({'torch_compile_img_s': compiled_img_s,
             'compile_ratio': results[name]['tiny_flax_img_s'] / compiled_img_s})

@@ -9,12 +9,14 @@ import torchvision
 from tiny_flax import throughput
 
 
-def train_step_timer(config, name, num_classes, batch_size, size, half,
+def train_step_timer(config, name, num_classes, batch_size, size, dtype,
                      num_steps, compiled):
   """Seconds per train step of torchvision's model, measured at each call.
 
   The same optimizer and label smoothing as `config`; on CUDA with
   channels_last and AMP, the fast PyTorch setting the goals compare against.
+  `dtype`: the compute dtype's name, float32, bfloat16 or float16 (AMP with
+  a GradScaler, as tiny_flax scales its float16 loss).
   """
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   torch.backends.cudnn.benchmark = True
@@ -30,14 +32,17 @@ def train_step_timer(config, name, num_classes, batch_size, size, half,
          torch.optim.Adam(model.parameters(), lr=config.learning_rate))
   loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
   forward = torch.compile(model) if compiled else model
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=half)
+  autocast = torch.autocast(device, dtype=getattr(torch, dtype),
+                            enabled=dtype != 'float32')
+  scaler = torch.amp.GradScaler(device, enabled=dtype == 'float16')
 
   def step():
     opt.zero_grad(set_to_none=True)
     with autocast:
       loss = loss_fn(forward(images), labels)
-    loss.backward()
-    opt.step()
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
 
   def sync():
     if device == 'cuda':
