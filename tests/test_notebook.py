@@ -37,3 +37,4 @@ def test_notebook_runs_with_the_smoke_config(tmp_path, fake_config,
   text = ''.join(output.get('text', '') for cell in notebook.cells
                  for output in cell.get('outputs', []))
   assert '\repoch 1/1: 100%' in text  # the live bar, redrawn in place
+  assert 'JAX backend: cpu' in text  # hence float32
