@@ -26,6 +26,20 @@ def test_keeps_the_latest_three_and_the_best(tmp_path):
   manager.close()
 
 
+def test_with_a_moving_average_the_best_is_by_its_top1(tmp_path):
+  """evaluate and export take the average's weights: the best is theirs."""
+  manager = checkpointing.manager(str(tmp_path), keep=1)
+  metrics = {1: {'val_top1': 0.5, 'val_ema_top1': 0.2},
+             2: {'val_top1': 0.3, 'val_ema_top1': 0.4},
+             3: {'val_top1': 0.6, 'val_ema_top1': 0.1}}
+  for step, values in metrics.items():
+    checkpointing.save(manager, step, {'w': jnp.full((2,), step)}, values)
+    manager.wait_until_finished()
+  assert manager.all_steps() == [2, 3]
+  assert checkpointing.find_step(manager, 'best') == 2
+  manager.close()
+
+
 def test_config_record_refuses_another_model(tmp_path):
   config = ml_collections.ConfigDict({'model': 'resnet18', 'dataset': {
       'source': 'official', 'fake_train_per_class': 1, 'fake_val_per_class': 1}})

@@ -2,7 +2,9 @@
 
 Orbax writes each checkpoint to a temporary folder and renames it when
 complete, so an interrupted save never leaves a checkpoint the next run would
-restore. The latest `keep` checkpoints and the best by validation top-1 stay.
+restore. The latest `keep` checkpoints and the best by validation top-1 stay:
+the top-1 of the weights that evaluate and export use, the moving average's
+where a run keeps one.
 """
 
 import contextlib
@@ -18,11 +20,9 @@ from orbax.checkpoint import checkpoint_managers
 
 from tiny_flax import errors
 
-BEST_METRIC = 'val_top1'
-
 
 def _best_metric(metrics):
-  return metrics[BEST_METRIC]
+  return metrics.get('val_ema_top1', metrics['val_top1'])
 
 
 def manager(workdir, keep=3, read_only=False):
