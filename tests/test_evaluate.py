@@ -132,6 +132,30 @@ def test_curves_from_scalars_with_one_epoch():
   assert image.ndim == 3 and image.std() > 0
 
 
+def test_the_moving_average_curves_are_kept_and_drawn(tmp_path):
+  scalars = {'epoch': {10: 1.0, 20: 2.0}, 'train_loss': {10: 4.0, 20: 3.0},
+             'train_accuracy': {10: 0.1, 20: 0.2},
+             'val_loss': {10: 3.0, 20: 2.8}, 'val_top1': {10: 0.2, 20: 0.25},
+             'val_top5': {10: 0.5, 20: 0.55}, 'val_ema_loss': {20: 2.5},
+             'val_ema_top1': {10: 0.22, 20: 0.3},
+             'val_ema_top5': {10: 0.52, 20: 0.6}}
+  curves = report.epoch_curves(scalars)
+  assert curves['val_ema_top1'] == [0.22, 0.3]
+  assert curves['val_ema_loss'][1] == 2.5 and np.isnan(curves['val_ema_loss'][0])
+  path = tmp_path / 'metrics.json'
+  path.write_text(report.metrics_json({}, curves, []))
+  loaded = report.load_curves(str(path))
+  assert loaded['val_ema_top5'] == [0.52, 0.6]
+  assert np.isnan(loaded['val_ema_loss'][0])
+  accuracy, loss = report.plot_curves({'': loaded}).axes
+  labels = [line.get_label() for line in accuracy.lines + loss.lines]
+  assert 'moving-average validation top-1' in labels
+  assert 'moving-average validation' in labels
+  without = report.epoch_curves({k: v for k, v in scalars.items()
+                                 if 'ema' not in k})
+  assert not set(report.EMA_CURVE_KEYS) & set(without)
+
+
 def test_curve_overlay_draws_every_run():
   curves = {'epoch': [1.0, 2.0], 'train_loss': [3.0, 2.0],
             'train_accuracy': [0.1, 0.2], 'val_loss': [3.1, 2.5],

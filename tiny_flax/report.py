@@ -22,6 +22,8 @@ NUM_CONFUSIONS = 10
 # PyTorch reference (scripts/train_torch_reference.py).
 CURVE_KEYS = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_top1',
               'val_top5')
+# Those of the weights' moving average (config.ema), where a run keeps one.
+EMA_CURVE_KEYS = ('val_ema_loss', 'val_ema_top1', 'val_ema_top5')
 
 
 # The training recipe, shown beside the result in report.md.
@@ -50,7 +52,10 @@ def read_scalars(workdir):
 def epoch_curves(scalars):
   """Per-epoch training (mean of its logged values) and validation curves."""
   epochs = scalars.get('epoch', {})
-  curves = {key: [] for key in CURVE_KEYS}
+  validation = ('val_loss', 'val_top1', 'val_top5') + tuple(
+      key for key in EMA_CURVE_KEYS if key in scalars)
+  curves = {key: [] for key in ('epoch', 'train_loss', 'train_accuracy')
+            + validation}
   previous_step = 0
   for step in sorted(epochs):
     curves['epoch'].append(epochs[step])
@@ -58,7 +63,7 @@ def epoch_curves(scalars):
       logged = [v for s, v in scalars.get(key, {}).items()
                 if previous_step < s <= step]
       curves[key].append(float(np.mean(logged)) if logged else np.nan)
-    for key in ('val_loss', 'val_top1', 'val_top5'):
+    for key in validation:
       curves[key].append(scalars.get(key, {}).get(step, np.nan))
     previous_step = step
   return curves
@@ -71,7 +76,7 @@ def load_curves(path):
   with open(path) as f:
     curves = json.load(f)['curves']
   return {key: [float('nan') if v is None else v for v in curves[key]]
-          for key in CURVE_KEYS}
+          for key in CURVE_KEYS + EMA_CURVE_KEYS if key in curves}
 
 
 def top1_table(runs):
@@ -151,23 +156,28 @@ def plot_curves(runs):
   """The PyTorch original's accuracy and log-loss plots; runs ({label: curves}) overlaid.
 
   With several runs each has one colour and the line style tells the curves
-  apart; a single run gives each curve its own colour.
+  apart; a single run gives each curve its own colour. A run with a moving
+  average of its weights shows that average's validation curves too.
   """
   fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
   styles = {'train_accuracy': ('train top-1', ':'),
             'val_top1': ('validation top-1', '-'),
             'val_top5': ('validation top-5', '--'),
-            'train_loss': ('train', ':'), 'val_loss': ('validation', '-')}
+            'val_ema_top1': ('moving-average validation top-1', '-.'),
+            'train_loss': ('train', ':'), 'val_loss': ('validation', '-'),
+            'val_ema_loss': ('moving-average validation', '-.')}
   palette = plt.cm.tab10.colors
   for run_index, (run, curves) in enumerate(runs.items()):
     for key_index, (key, (name, style)) in enumerate(styles.items()):
+      if key not in curves:
+        continue
       axis = loss if key.endswith('loss') else acc
       axis.plot(curves['epoch'], curves[key], style, marker='o', markersize=3,
                 color=palette[run_index if len(runs) > 1 else key_index],
                 label=f'{run} {name}'.strip())
   highest = np.nanmax([v for curves in runs.values() for key in
-                       ('train_accuracy', 'val_top1', 'val_top5')
-                       for v in curves[key]] + [0.05])
+                       ('train_accuracy', 'val_top1', 'val_top5', 'val_ema_top1')
+                       for v in curves.get(key, [])] + [0.05])
   acc.set(xlabel='epoch', ylabel='accuracy', title='Accuracy',
           ylim=(0, min(1.0, 1.1 * highest)))
   loss.set(xlabel='epoch', ylabel='cross-entropy', title='Log loss')
@@ -253,8 +263,8 @@ def markdown(metrics, rows, pairs, class_names, figures):
 
 def metrics_json(metrics, curves, rows):
   """The JSON form shared with the PyTorch reference: missing values as null."""
-  curves = {key: [None if np.isnan(v) else v for v in curves[key]]
-            for key in CURVE_KEYS}
+  curves = {key: [None if np.isnan(v) else v for v in values]
+            for key, values in curves.items()}
   return json.dumps({**metrics, 'curves': curves, 'per_class': rows}, indent=1)
 
 
