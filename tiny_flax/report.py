@@ -52,10 +52,9 @@ def read_scalars(workdir):
 def epoch_curves(scalars):
   """Per-epoch training (mean of its logged values) and validation curves."""
   epochs = scalars.get('epoch', {})
-  validation = ('val_loss', 'val_top1', 'val_top5') + tuple(
-      key for key in EMA_CURVE_KEYS if key in scalars)
-  curves = {key: [] for key in ('epoch', 'train_loss', 'train_accuracy')
-            + validation}
+  curves = {key: [] for key in CURVE_KEYS + tuple(
+      key for key in EMA_CURVE_KEYS if key in scalars)}
+  validation = [key for key in curves if key.startswith('val_')]
   previous_step = 0
   for step in sorted(epochs):
     curves['epoch'].append(epochs[step])
@@ -175,8 +174,8 @@ def plot_curves(runs):
       axis.plot(curves['epoch'], curves[key], style, marker='o', markersize=3,
                 color=palette[run_index if len(runs) > 1 else key_index],
                 label=f'{run} {name}'.strip())
-  highest = np.nanmax([v for curves in runs.values() for key in
-                       ('train_accuracy', 'val_top1', 'val_top5', 'val_ema_top1')
+  highest = np.nanmax([v for curves in runs.values() for key in styles
+                       if not key.endswith('loss')
                        for v in curves.get(key, [])] + [0.05])
   acc.set(xlabel='epoch', ylabel='accuracy', title='Accuracy',
           ylim=(0, min(1.0, 1.1 * highest)))
