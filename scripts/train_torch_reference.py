@@ -78,7 +78,7 @@ def train(config, manual_dir, out, workers):
   scheduler = torch.optim.lr_scheduler.LambdaLR(
       opt, reference.learning_rate_factor(config, steps_per_epoch))
   loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-  curves = {key: [] for key in report.CURVE_KEYS}
+  curves = {key: [] for key in report.CURVE_KEYS + (report.ELAPSED_KEY,)}
   checkpoint_path = os.path.join(out, 'checkpoint.pt')
   step = 0
   if os.path.exists(checkpoint_path):
@@ -117,10 +117,13 @@ def train(config, manual_dir, out, workers):
         break
     val_loss, top1, top5, predictions, losses = reference.validate(
         model, val_loader)
+    elapsed = curves[report.ELAPSED_KEY]
     for key, value in (('epoch', step / steps_per_epoch),
                        ('train_loss', loss_sum / seen),
                        ('train_accuracy', correct / seen), ('val_loss', val_loss),
-                       ('val_top1', top1), ('val_top5', top5)):
+                       ('val_top1', top1), ('val_top5', top5),
+                       (report.ELAPSED_KEY, (elapsed[-1] if elapsed else 0.0)
+                        + time.time() - epoch_started)):
       curves[key].append(value)
     logging.info('Step %d (epoch %.2f, %.0f s): val top-1 %.4f, top-5 %.4f, '
                  'loss %.4f.', step, step / steps_per_epoch,

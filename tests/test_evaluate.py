@@ -6,6 +6,8 @@ import os
 import numpy as np
 from PIL import Image
 import pytest
+from tensorboard.compat.proto import event_pb2
+from tensorboard.summary.writer import record_writer
 
 import conftest
 from configs import smoke
@@ -42,6 +44,9 @@ def test_report_files(trained):
   assert len(metrics['per_class']) == 200
   assert metrics['curves']['epoch'] == [1.0]
   assert metrics['curves']['val_top1'][0] == pytest.approx(metrics['top1'])
+  # Compilation, ten steps and a validation: more than nothing, under the
+  # whole fixture's run.
+  assert 0 < metrics['curves']['elapsed_s'][0] < 300
   misses = sum(row['misses'] for row in metrics['per_class'])
   assert misses == round((1 - metrics['top1']) * 400)
   assert all(row['images'] == 2 for row in metrics['per_class'])
@@ -50,6 +55,7 @@ def test_report_files(trained):
       assert image.size[0] > 500
   text = open(os.path.join(report_dir, 'report.md')).read()
   assert 'most misclassified' in text and '![curves](curves.png)' in text
+  assert '| epoch | seconds | train loss | train top-1 | val loss |' in text
   assert metrics['config']['model'] == 'resnet_tiny'
   assert 'Recipe: input.train=random_horizontal_flip|to_tensor' in text
   assert any(n.startswith('events.out') for n in os.listdir(report_dir))
@@ -117,7 +123,8 @@ def test_equal_miss_rates_rank_by_loss_and_are_counted():
   worst = [r['wnid'] for r in report.ranked(rows)[-5:]]
   assert worst == ['n7', 'n8', 'n9', 'n10', 'n11']
   text = report.markdown({'model': 'm', 'step': 1, 'top1': 0.2, 'top5': 0.5,
-                          'loss': 1.0, 'images': 12}, rows, [], names, {})
+                          'loss': 1.0, 'images': 12}, {'epoch': []}, rows,
+                         [], names, {})
   assert '10 classes share the highest miss rate (100%)' in text
 
 
@@ -154,6 +161,51 @@ def test_the_moving_average_curves_are_kept_and_drawn(tmp_path):
   without = report.epoch_curves({k: v for k, v in scalars.items()
                                  if 'ema' not in k})
   assert not set(report.EMA_CURVE_KEYS) & set(without)
+
+
+def _event_file(path, events):
+  """An event file of (wall_time, step, tag) events, with chosen times."""
+  with open(path, 'wb') as f:
+    records = record_writer.RecordWriter(f)
+    for wall_time, step, tag in events:
+      event = event_pb2.Event(wall_time=wall_time, step=step)
+      if tag is None:
+        event.file_version = 'brain.Event:2'
+      else:
+        event.summary.value.add(tag=tag, simple_value=1.0)
+      records.write(event.SerializeToString())
+
+
+def test_seconds_trained_add_up_the_processes_of_a_resumed_run(tmp_path):
+  """Each process's seconds from its first to its last event, not the gap
+  between them; a step validated again after a stop takes its later time."""
+  # Named so that sorting by name would put the later process first.
+  _event_file(tmp_path / 'events.out.tfevents.b', [
+      (1000.0, 0, None), (1010.0, 0, 'hparams'), (1100.0, 10, 'epoch'),
+      (1150.0, 20, 'epoch'), (1170.0, 25, 'train_loss')])
+  _event_file(tmp_path / 'events.out.tfevents.a', [
+      (5000.0, 0, None), (5040.0, 20, 'epoch'), (5090.0, 30, 'epoch')])
+  seconds = report.epoch_seconds(str(tmp_path))
+  assert seconds == {10: 100.0, 20: 170.0 + 40.0, 30: 170.0 + 90.0}
+  curves = report.epoch_curves({'epoch': {10: 1.0, 20: 2.0, 30: 3.0}},
+                               seconds)
+  assert curves['elapsed_s'] == [100.0, 210.0, 260.0]
+
+
+def test_epoch_table_shows_the_columns_a_run_has():
+  curves = {'epoch': [1.0, 2.0], 'elapsed_s': [61.4, 120.0],
+            'train_loss': [3.0, 2.5], 'train_accuracy': [0.1, np.nan],
+            'val_loss': [3.1, 2.6], 'val_top1': [0.1234, 0.2],
+            'val_top5': [0.3, 0.4]}
+  lines = report.epoch_table(curves).splitlines()
+  assert lines[0] == ('| epoch | seconds | train loss | train top-1 | '
+                      'val loss | val top-1 | val top-5 |')
+  assert lines[2] == '| 1 | 61 | 3.000 | 10.00 | 3.100 | 12.34 | 30.00 |'
+  assert lines[3] == '| 2 | 120 | 2.500 |  | 2.600 | 20.00 | 40.00 |'
+  with_average = report.epoch_table(
+      {**curves, 'val_ema_top1': [0.2, 0.3], 'val_ema_top5': [0.5, 0.6]})
+  assert with_average.splitlines()[0].endswith(
+      '| moving-average top-1 | moving-average top-5 |')
 
 
 def test_curve_overlay_draws_every_run():

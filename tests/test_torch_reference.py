@@ -41,6 +41,8 @@ def test_trains_writes_the_report_json_and_resumes(fake_manual_dir, tmp_path):
   assert metrics['step'] == 3 and metrics['images'] == 64
   assert metrics['curves']['epoch'] == [2 / 25, 3 / 25]
   assert metrics['curves']['val_top1'][-1] == metrics['top1']
+  first_s, second_s = metrics['curves']['elapsed_s']  # the second adds to it
+  assert 0 < first_s < second_s
   assert 0 <= metrics['top1'] <= metrics['top5'] <= 1
   assert np.isfinite(metrics['curves']['train_loss']).all()
   assert len(metrics['per_class']) == 200

@@ -71,6 +71,7 @@ def test_train_evaluate_predict_export_without_tensorflow(
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.load(open(os.path.join(workdir, 'report', 'metrics.json')))
   assert metrics['images'] == 200 * conftest.VAL_PER_CLASS  # each counted once
+  assert metrics['curves']['elapsed_s'][0] > 0  # from the writer's events
   report_dir = os.path.join(workdir, 'report')
   assert 'report/miss_rates' in _event_tags(report_dir)['images']
 

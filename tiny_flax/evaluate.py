@@ -81,7 +81,7 @@ def evaluate(config, workdir, which='best'):
              'top5': float(np.mean((top5 == labels[:, None]).any(axis=1))),
              'loss': float(np.mean(losses)),
              'config': hparams.flat(config)}
-  curves = report.epoch_curves(report.read_scalars(workdir))
+  curves = report.load_curves(workdir)
   rows = report.per_class(labels, top5[:, 0], class_names, losses)
   pairs = report.confusions(labels, top5[:, 0])
   figures = {
@@ -97,7 +97,7 @@ def evaluate(config, workdir, which='best'):
   writer.write_images(step, {f'report/{name}': report.figure_to_array(fig)[None]
                              for name, fig in figures.items()})
   writer.write_texts(step, {'report/per_class': report.markdown(
-      metrics, rows, pairs, class_names, {})})
+      metrics, curves, rows, pairs, class_names, {})})
   writer.flush()
   return metrics
 

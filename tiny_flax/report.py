@@ -5,6 +5,7 @@ drawn for any workdir; per-class numbers come from one pass over validation.
 """
 
 import collections
+import glob
 import json
 import os
 
@@ -14,6 +15,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.util import tensor_util
 
 NUM_EXTREMES = 5
@@ -24,6 +26,8 @@ CURVE_KEYS = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_top1',
               'val_top5')
 # Those of the weights' moving average (config.ema), where a run keeps one.
 EMA_CURVE_KEYS = ('val_ema_loss', 'val_ema_top1', 'val_ema_top5')
+# Seconds of training up to each epoch's end, its validation included.
+ELAPSED_KEY = 'elapsed_s'
 
 
 # The training recipe, shown beside the result in report.md.
@@ -49,12 +53,41 @@ def read_scalars(workdir):
   return scalars
 
 
-def epoch_curves(scalars):
-  """Per-epoch training (mean of its logged values) and validation curves."""
+def epoch_seconds(workdir):
+  """{step: seconds the run had trained when that step's epoch was validated}.
+
+  Each training process writes its own event file, from just after its input
+  is prepared to its last value: a resumed run adds up the seconds of its
+  processes (compilation, validation and steps redone after a stop
+  included), not the time between them.
+  """
+  processes = []
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    events = [(event.wall_time, event.step,
+               any(value.tag == 'epoch' for value in event.summary.value))
+              for event in event_file_loader.EventFileLoader(path).Load()]
+    if events:
+      processes.append(events)
+  seconds, before = {}, 0.0
+  for events in sorted(processes):
+    start = events[0][0]
+    for wall_time, step, is_epoch in events:
+      if is_epoch:
+        seconds[step] = before + wall_time - start
+    before += events[-1][0] - start
+  return seconds
+
+
+def epoch_curves(scalars, seconds=None):
+  """Per-epoch training (mean of its logged values) and validation curves,
+  and the seconds trained by each epoch's end where `seconds` (by step) is
+  given."""
   epochs = scalars.get('epoch', {})
   curves = {key: [] for key in CURVE_KEYS + tuple(
       key for key in EMA_CURVE_KEYS if key in scalars)}
   validation = [key for key in curves if key.startswith('val_')]
+  if seconds is not None:
+    curves[ELAPSED_KEY] = [seconds.get(step, np.nan) for step in sorted(epochs)]
   previous_step = 0
   for step in sorted(epochs):
     curves['epoch'].append(epochs[step])
@@ -71,11 +104,12 @@ def epoch_curves(scalars):
 def load_curves(path):
   """Per-epoch curves of a workdir or of a metrics.json (null as NaN)."""
   if os.path.isdir(path):
-    return epoch_curves(read_scalars(path))
+    return epoch_curves(read_scalars(path), epoch_seconds(path))
   with open(path) as f:
     curves = json.load(f)['curves']
   return {key: [float('nan') if v is None else v for v in curves[key]]
-          for key in CURVE_KEYS + EMA_CURVE_KEYS if key in curves}
+          for key in CURVE_KEYS + EMA_CURVE_KEYS + (ELAPSED_KEY,)
+          if key in curves}
 
 
 def top1_table(runs):
@@ -232,7 +266,30 @@ def _table(rows):
   return '\n'.join(lines)
 
 
-def markdown(metrics, rows, pairs, class_names, figures):
+def epoch_table(curves):
+  """Markdown: each epoch's figures (accuracies in %), and the seconds
+  trained by its end where the curves have them."""
+  percent = lambda v: f'{100 * v:.2f}'
+  columns = [('epoch', 'epoch', '{:g}'.format),
+             (ELAPSED_KEY, 'seconds', '{:.0f}'.format),
+             ('train_loss', 'train loss', '{:.3f}'.format),
+             ('train_accuracy', 'train top-1', percent),
+             ('val_loss', 'val loss', '{:.3f}'.format),
+             ('val_top1', 'val top-1', percent),
+             ('val_top5', 'val top-5', percent),
+             ('val_ema_top1', 'moving-average top-1', percent),
+             ('val_ema_top5', 'moving-average top-5', percent)]
+  columns = [column for column in columns if column[0] in curves]
+  lines = ['| ' + ' | '.join(name for _, name, _ in columns) + ' |',
+           '|' + '---|' * len(columns)]
+  for index in range(len(curves['epoch'])):
+    values = [(curves[key][index], show) for key, _, show in columns]
+    lines.append('| ' + ' | '.join(
+        '' if np.isnan(value) else show(value) for value, show in values) + ' |')
+  return '\n'.join(lines)
+
+
+def markdown(metrics, curves, rows, pairs, class_names, figures):
   in_order = ranked(rows)
   confused = ['| true | predicted | images |', '|---|---|---|']
   confused += [f'| {class_names[t][0]} {class_names[t][1]} | '
@@ -250,6 +307,7 @@ def markdown(metrics, rows, pairs, class_names, figures):
                              for key in RECIPE_KEYS
                              if key in metrics.get('config', {})),
       *(f'![{name}]({name}.png)' for name in figures),
+      '## Per epoch', epoch_table(curves),
       f'## The {NUM_EXTREMES} least misclassified classes',
       _table(in_order[:NUM_EXTREMES]),
       f'## The {NUM_EXTREMES} most misclassified classes',
@@ -275,4 +333,4 @@ def write(report_dir, metrics, curves, rows, pairs, class_names, figures):
   with open(os.path.join(report_dir, 'metrics.json'), 'w') as f:
     f.write(metrics_json(metrics, curves, rows))
   with open(os.path.join(report_dir, 'report.md'), 'w') as f:
-    f.write(markdown(metrics, rows, pairs, class_names, figures))
+    f.write(markdown(metrics, curves, rows, pairs, class_names, figures))
