@@ -11,7 +11,8 @@
 # `tiny_flax.evaluate` writes its report. A stopped run is still evaluated;
 # the same command with the same OUT_DIR resumes it (train.log grows).
 # OUT_DIR/results.tar.gz (at most 16 MB) holds every run's report, TensorBoard
-# events and log, and timings.tsv. Needs no TensorFlow.
+# events and log, timings.tsv, and summary.md (scripts/results_table.py: a
+# row per run, also printed). Needs no TensorFlow.
 #
 # EXTRA_FLAGS are appended to every training command, after this script's
 # own, e.g. '--config.dataset.manual_dir=/data' (the folder of
@@ -121,6 +122,11 @@ for model in $models; do
   fi
 done
 wait
+
+folders=()
+for model in $models; do folders+=("$out/pack/${model/:/_}"); done
+"$python" -m scripts.results_table "${folders[@]}" > "$out/pack/summary.md" \
+  2> "$out/pack/summary.log" && cat "$out/pack/summary.md"
 
 tar -czf "$out/results.tar.gz" -C "$out/pack" .
 size=$(stat -c %s "$out/results.tar.gz")

@@ -34,6 +34,7 @@ def test_trains_evaluates_and_packs_each_model(tmp_path, fake_manual_dir):
     assert 'jobs 2, memory fraction 0.450' in archive.extractfile(
         './versions.txt').read().decode()
     timings = archive.extractfile('./timings.tsv').read().decode().splitlines()
+    summary = archive.extractfile('./summary.md').read().decode()
     for model, run in (('alexnet', 'alexnet'), ('resnet18', 'resnet18_fast')):
       for name in ('report/metrics.json', 'report/miss_rates.png',
                    'report/curves.png', 'train.log', 'config.json'):
@@ -52,6 +53,10 @@ def test_trains_evaluates_and_packs_each_model(tmp_path, fake_manual_dir):
       total, *parts = map(float, times.groups()[:6])
       assert abs(total - sum(parts)) <= 0.31 and all(p >= 0 for p in parts)
       assert float(times.group(5)) > 0  # the validation at step 2
+      assert re.search(rf'^\| {run} \| {model} \| [\d.]+ \| [\d.]+% / '
+                       r'[\d.]+% \| step 2 \| \d+ \| \d+ \| not reached',
+                       summary, re.M), summary
+  assert summary in result.stdout  # printed too
   rows = sorted(line.split('\t') for line in timings[1:])
   assert [(row[0], row[1], row[2], row[4]) for row in rows] == [
       ('alexnet', '3600', '0', '0'), ('resnet18_fast', '3600', '0', '0')]
@@ -91,6 +96,8 @@ def test_a_deadline_cuts_the_training_limits_and_skips_what_cannot_start(
     log = archive.extractfile('./resnet18/train.log').read().decode()
     metrics = json.load(
         archive.extractfile('./resnet18/report/metrics.json'))
+    summary = archive.extractfile('./summary.md').read().decode()
+  assert '| alexnet | not evaluated: no report/metrics.json |' in summary
   first, second = (line.split('\t') for line in timings[1:])
   assert first[0] == 'resnet18' and 0 < int(first[1]) <= 100 - 50
   assert (first[2], first[4]) == ('0', '0')  # stopped by SIGTERM, evaluated
