@@ -7,7 +7,9 @@ A run is LABEL=PATH: a tiny_flax workdir (curves read from its TensorBoard
 events, no evaluation needed) or a metrics.json written by
 `tiny_flax.evaluate` or `scripts.train_torch_reference`. Prints a markdown
 table of validation top-1 per epoch, with each run's difference from the first
-and the largest such difference.
+and the largest such difference. `--x=seconds` plots the curves against
+seconds trained, for runs of different speeds (a GPU against a CPU, tiny_flax
+against PyTorch).
 """
 
 import os
@@ -23,6 +25,10 @@ from tiny_flax import report
 
 _RUNS = flags.DEFINE_multi_string('run', None, 'LABEL=PATH, two or more.')
 _OUT = flags.DEFINE_string('out', None, 'PNG of the overlaid curves.')
+_X = flags.DEFINE_enum(
+    'x', 'epoch', ['epoch', 'seconds'], "The plot's x axis: epochs, or "
+    'seconds trained (compilation and validation included), which compares '
+    'runs of different speeds.')
 flags.mark_flags_as_required(['run'])
 
 
@@ -36,13 +42,19 @@ def main(argv):
       raise app.UsageError(f'--run={run}: write LABEL=PATH of a workdir or '
                            'metrics.json that exists.')
     runs[label] = report.load_curves(path)
+    if _X.value == 'seconds' and report.ELAPSED_KEY not in runs[label]:
+      raise app.UsageError(
+          f'--x=seconds: {path} has no {report.ELAPSED_KEY} curve (a '
+          'metrics.json written before the seconds were recorded); plot it '
+          'against epochs.')
   table, largest = report.top1_table(runs)
   print(table)
   for label, difference in largest.items():
     print(f'largest |{label} - {next(iter(runs))}| in top-1: '
           f'{difference:.2f} points')
   if _OUT.value:
-    report.plot_curves(runs).savefig(_OUT.value, dpi=90)
+    x_key = 'epoch' if _X.value == 'epoch' else report.ELAPSED_KEY
+    report.plot_curves(runs, x_key).savefig(_OUT.value, dpi=90)
 
 
 if __name__ == '__main__':

@@ -137,6 +137,28 @@ def test_compare_runs_draws_the_overlay(tmp_path):
   assert 'largest |B - A| in top-1: 0.00 points' in result.stdout
   assert os.path.getsize(out) > 10_000
 
+  seconds = [f'--run=A={tmp_path / "a.json"}', f'--run=B={tmp_path / "b.json"}',
+             '--x=seconds', f'--out={tmp_path / "by_time.png"}']
+  result = conftest.run_python(['-m', 'scripts.compare_runs'] + seconds)
+  assert result.returncode == 1 and 'has no elapsed_s curve' in result.stderr
+  (tmp_path / 'b.json').write_text(
+      json.dumps({'curves': {**curves, 'elapsed_s': [61.0]}}))
+  (tmp_path / 'a.json').write_text(
+      json.dumps({'curves': {**curves, 'elapsed_s': [30.0]}}))
+  result = conftest.run_python(['-m', 'scripts.compare_runs'] + seconds)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert os.path.getsize(tmp_path / 'by_time.png') > 10_000
+
+
+def test_curves_against_seconds_trained():
+  curves = {'epoch': [1.0, 2.0], 'elapsed_s': [40.0, 90.0],
+            'train_loss': [3.0, 2.0], 'train_accuracy': [0.1, 0.2],
+            'val_loss': [3.1, 2.5], 'val_top1': [0.1, 0.15],
+            'val_top5': [0.3, 0.4]}
+  accuracy, _ = report.plot_curves({'run': curves}, report.ELAPSED_KEY).axes
+  assert accuracy.get_xlabel() == 'seconds trained'
+  assert all(list(line.get_xdata()) == [40.0, 90.0] for line in accuracy.lines)
+
 
 def test_recomputed_batch_norm_statistics_are_the_training_average():
   model = torchvision.models.resnet18(num_classes=200)

@@ -185,12 +185,13 @@ def _label(wnid, name, width=18):
   return f'{wnid}\n{name[:width]}'
 
 
-def plot_curves(runs):
+def plot_curves(runs, x_key='epoch'):
   """The PyTorch original's accuracy and log-loss plots; runs ({label: curves}) overlaid.
 
   With several runs each has one colour and the line style tells the curves
   apart; a single run gives each curve its own colour. A run with a moving
   average of its weights shows that average's validation curves too.
+  `x_key` ELAPSED_KEY plots against seconds trained instead of epochs.
   """
   fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
   styles = {'train_accuracy': ('train top-1', ':'),
@@ -205,15 +206,16 @@ def plot_curves(runs):
       if key not in curves:
         continue
       axis = loss if key.endswith('loss') else acc
-      axis.plot(curves['epoch'], curves[key], style, marker='o', markersize=3,
+      axis.plot(curves[x_key], curves[key], style, marker='o', markersize=3,
                 color=palette[run_index if len(runs) > 1 else key_index],
                 label=f'{run} {name}'.strip())
   highest = np.nanmax([v for curves in runs.values() for key in styles
                        if not key.endswith('loss')
                        for v in curves.get(key, [])] + [0.05])
-  acc.set(xlabel='epoch', ylabel='accuracy', title='Accuracy',
+  xlabel = 'epoch' if x_key == 'epoch' else 'seconds trained'
+  acc.set(xlabel=xlabel, ylabel='accuracy', title='Accuracy',
           ylim=(0, min(1.0, 1.1 * highest)))
-  loss.set(xlabel='epoch', ylabel='cross-entropy', title='Log loss')
+  loss.set(xlabel=xlabel, ylabel='cross-entropy', title='Log loss')
   for axis in (acc, loss):
     axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
