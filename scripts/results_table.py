@@ -71,8 +71,10 @@ def table(folders, reach):
       continue
     with open(path) as f:
       metrics = json.load(f)
-    log_path = os.path.join(folder, 'train.log')
-    log_text = open(log_path).read() if os.path.exists(log_path) else ''
+    log_text = ''
+    if os.path.exists(os.path.join(folder, 'train.log')):
+      with open(os.path.join(folder, 'train.log')) as f:
+        log_text = f.read()
     lines.append('| ' + ' | '.join(row(label, metrics, log_text, reach)) + ' |')
   return '\n'.join(lines)
 

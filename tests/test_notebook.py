@@ -34,6 +34,11 @@ def test_notebook_runs_with_the_smoke_config(tmp_path, fake_config,
             for output in cell.get('outputs', [])
             if 'image/png' in output.get('data', {})]
   assert len(images) == 3
+  shown = ''.join(output.get('data', {}).get('text/markdown', '')
+                  for cell in notebook.cells
+                  for output in cell.get('outputs', []))
+  assert '| epoch | seconds | train loss |' in shown  # after the figures
+  assert 'most misclassified classes' in shown
   text = ''.join(output.get('text', '') for cell in notebook.cells
                  for output in cell.get('outputs', []))
   assert '\repoch 1/1: 100%' in text  # the live bar, redrawn in place
