@@ -2,6 +2,8 @@
 
     python -m scripts.benchmark --json=benchmark.json
     python -m scripts.benchmark --models=resnet18 --quick
+    python -m scripts.benchmark --models=resnet50 --image_size=224 --notorch \
+        --compiler_options= --compiler_options=--xla_gpu_force_conv_nhwc=true
 
 For each model's config (configs/*.py: the PyTorch original's input size and
 optimizer), on whatever JAX sees: train images/s of tiny_flax and of the same
@@ -13,9 +15,13 @@ The train step is measured in --rounds alternating tiny_flax and torch; the
 ratio is the median of the rounds' ratios. Each model runs in a new process,
 as a training run has it (docs/performance.md says why). Runs without
 TensorFlow, and without torch (then only tiny_flax is measured).
+`--compiler_options`, given more than once, measures a model under each set
+of XLA options in turn: the search for the settings that
+`platform/backend.py` then makes the platform's.
 The measuring is tiny_flax/throughput.py's.
 """
 
+import dataclasses
 import importlib
 import json
 import os
@@ -89,8 +95,47 @@ _PROFILE_DIR = flags.DEFINE_string(
     'profile_dir', None, 'Also write jax.profiler traces here of one more '
     'train-step measurement and, with --resident, of one more log interval '
     'of the trainer\'s loop (open them with xprof or TensorBoard).')
+_COMPILER_OPTIONS = flags.DEFINE_multi_string(
+    'compiler_options', [''],
+    'XLA options for every compiled step, on top of the platform\'s, as '
+    'XLA_FLAGS writes them: "--xla_gpu_force_conv_nhwc=true '
+    '--xla_gpu_autotune_level=2" ("" adds none). Given more than once, each '
+    'set is measured in a process of its own and named in the table beside '
+    'the model: one measurement per XLA setting tried.')
 _JSON = flags.DEFINE_string('json', None,
                             'Write the results here (after each measurement).')
+
+
+def parse_compiler_options(text):
+  """`--compiler_options` text as jax.jit's `compiler_options`: a dict of
+  booleans, numbers and strings ('--a=true --b=2 --c=X,Y')."""
+  options = {}
+  for item in text.split():
+    name, sep, value = item.removeprefix('--').partition('=')
+    if not sep or not name:
+      raise app.UsageError('--compiler_options takes name=value pairs '
+                           f'separated by spaces; got {item!r} in {text!r}.')
+    options[name] = _option_value(value)
+  return options
+
+
+def _option_value(text):
+  if text.lower() in ('true', 'false'):
+    return text.lower() == 'true'
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return text
+
+
+def _check_compiler_options(options, text):
+  """A UsageError for options this jaxlib does not know or cannot take."""
+  try:
+    jax.jit(lambda x: x, compiler_options=options).lower(0.0).compile()
+  except jax.errors.JaxRuntimeError as error:
+    raise app.UsageError(f'--compiler_options={text!r}: {error}') from None
 
 
 def original_config(name, half, kernels):
@@ -128,21 +173,27 @@ def _write_json(results):
       json.dump(results, f, indent=2)
 
 
-def _measure_each_model_in_a_new_process(names):
-  """Runs this script once per model and merges what each wrote."""
+def _measure_each_in_a_new_process(names, option_sets):
+  """Runs this script once per model and set of compiler options and merges
+  what each wrote; with several sets a result is named 'MODEL [OPTIONS]'."""
+  own = ('models', 'json', 'compiler_options')
   passed_on = [flags.FLAGS[name].serialize() for name in flags.FLAGS
-               if flags.FLAGS[name].present and name not in ('models', 'json')]
+               if flags.FLAGS[name].present and name not in own]
   results, failed = {}, []
   with tempfile.TemporaryDirectory() as scratch:
-    for name in names:
-      path = os.path.join(scratch, f'{name}.json')
+    for i, (name, options) in enumerate(
+        (name, options) for name in names for options in option_sets):
+      label = (f'{name} [{options or "platform defaults"}]'
+               if len(option_sets) > 1 else name)
+      path = os.path.join(scratch, f'{i}.json')
       command = [sys.executable, '-m', __spec__.name, f'--models={name}',
-                 f'--json={path}', *passed_on]
+                 f'--compiler_options={options}', f'--json={path}',
+                 *passed_on]
       if subprocess.run(command, check=False).returncode != 0:
-        failed.append(name)
+        failed.append(label)
       if os.path.exists(path):
         with open(path) as f:
-          results.update(json.load(f))
+          results[label] = json.load(f)[name]
       _write_json(results)
   print_table(results)
   if failed:
@@ -151,8 +202,9 @@ def _measure_each_model_in_a_new_process(names):
 
 def main(argv):
   del argv
-  if len(_MODELS.value) > 1:
-    return _measure_each_model_in_a_new_process(_MODELS.value)
+  if len(_MODELS.value) > 1 or len(_COMPILER_OPTIONS.value) > 1:
+    return _measure_each_in_a_new_process(_MODELS.value,
+                                          _COMPILER_OPTIONS.value)
   on_cpu = backend.on_cpu()
   batch_size = _BATCH_SIZE.value or (64 if on_cpu else 256)
   half = (not on_cpu) if _HALF.value is None else _HALF.value
@@ -167,6 +219,12 @@ def main(argv):
   config = original_config(name, half, _KERNELS.value)
   config.log_every_steps = _LOG_EVERY_STEPS.value or config.log_every_steps
   platform = backend.resolve(config, resident_bytes=0)
+  options_text = _COMPILER_OPTIONS.value[0]
+  if options_text:
+    options = parse_compiler_options(options_text)
+    _check_compiler_options(options, options_text)
+    platform = dataclasses.replace(platform, compiler_options={
+        **(platform.compiler_options or {}), **options})
   par = parallel.Parallel(_PARALLELISM.value,
                           compiler_options=platform.compiler_options)
   par.check_batch_size(batch_size)
@@ -187,6 +245,8 @@ def main(argv):
   if _IMAGE_SIZE.value:
     image_shape = (_IMAGE_SIZE.value, _IMAGE_SIZE.value, image_shape[-1])
   record({'image_size': image_shape[0]})
+  if options_text:
+    record({'compiler_options': options_text})
   if _STEP.value:
     result, time_ours = throughput.measure_step(
         config, platform, par, batch_size, image_shape, num_steps)

@@ -65,20 +65,31 @@ def test_resident_measurement_times_the_trainers_log_intervals(tmp_path,
   assert 0 <= result['device_idle_share'] < 1
 
 
-def test_benchmark_measures_each_model_in_a_new_process(tmp_path):
+def test_each_model_and_set_of_compiler_options_has_a_process_of_its_own(
+    tmp_path):
+  """Both models under a real option are measured and named with it; an
+  option XLA does not know is refused by name, and the rest is kept."""
   path = tmp_path / 'bench.json'
+  fast_math = '--xla_cpu_enable_fast_math=false'
   result = conftest.run_python(
       ['-m', 'scripts.benchmark', '--models=resnet18,shufflenet_v2_x1_0',
        '--quick', '--batch_size=4', '--image_size=32', '--notorch',
-       f'--json={path}'])
-  assert result.returncode == 0, result.stderr[-3000:]
+       f'--json={path}', f'--compiler_options={fast_math}',
+       '--compiler_options=--xla_no_such_option=1'])
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert result.stderr.count("No such compile option: 'xla_no_such_option'") == 2
+  assert ('The benchmark failed for resnet18 [--xla_no_such_option=1], '
+          'shufflenet_v2_x1_0 [--xla_no_such_option=1].') in result.stderr
   report = json.loads(path.read_text())
-  assert set(report) == {'resnet18', 'shufflenet_v2_x1_0'}
+  assert list(report) == [f'resnet18 [{fast_math}]',
+                          f'shufflenet_v2_x1_0 [{fast_math}]']
   for rates in report.values():
     assert rates['image_size'] == 32 and rates['tiny_flax_img_s'] > 0
-  # Each process printed its own table and the first one all of them.
-  assert result.stdout.count('| resnet18 | 32 |') == 2
-  assert result.stdout.count('| shufflenet_v2_x1_0 | 32 |') == 2
+    assert rates['compiler_options'] == fast_math
+  # Each measuring process printed its own table, the first one all of them.
+  for name in ('resnet18', 'shufflenet_v2_x1_0'):
+    assert result.stdout.count(f'| {name} | 32 |') == 1
+    assert result.stdout.count(f'| {name} [{fast_math}] | 32 |') == 1
   assert result.stdout.count('matmul peak') == 2
 
 
@@ -142,3 +153,16 @@ def test_gpu_script_runs_a_subset_on_cpu_without_tensorflow(tmp_path):
   assert dispatched['steps_per_dispatch'] == 3
   assert dispatched['calls_per_log_interval'] == 2  # 3 steps, then 1
   assert dispatched['resident_img_s'] > 0 and 'tiny_flax_img_s' not in dispatched
+
+
+def test_compiler_options_are_parsed_as_xla_flags_write_them():
+  from scripts import benchmark  # pylint: disable=g-import-not-at-top
+  assert benchmark.parse_compiler_options(
+      ' --xla_gpu_force_conv_nhwc=true xla_gpu_autotune_level=2 '
+      '--xla_gpu_enable_command_buffer=FUSION,CUBLAS --a=0.5 --b=False') == {
+          'xla_gpu_force_conv_nhwc': True, 'xla_gpu_autotune_level': 2,
+          'xla_gpu_enable_command_buffer': 'FUSION,CUBLAS', 'a': 0.5,
+          'b': False}
+  assert benchmark.parse_compiler_options('') == {}
+  with pytest.raises(Exception, match="name=value pairs.*'--xla_a'"):
+    benchmark.parse_compiler_options('--xla_a --xla_b=1')
