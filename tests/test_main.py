@@ -171,3 +171,48 @@ def test_print_config_prints_and_trains_nothing():
   assert 'model: resnet18' in result.stdout and 'num_epochs: 3' in result.stdout
   assert 'nesterov: true' in result.stdout
   assert 'Workdir' not in result.stderr
+
+
+def test_the_compilation_cache_is_kept_off_the_cpu_unless_jax_says_otherwise(
+    monkeypatch, tmp_path):
+  """No compilation happens here: JAX builds its cache at the first one."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from tiny_flax.platform import backend  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('HOME', str(tmp_path))
+  suites_cache = jax.config.jax_compilation_cache_dir  # conftest's
+  try:
+    jax.config.update('jax_compilation_cache_dir', None)
+    monkeypatch.setattr(backend, 'on_cpu', lambda: True)
+    assert backend.use_compilation_cache() is None
+    assert jax.config.jax_compilation_cache_dir is None
+    monkeypatch.setattr(backend, 'on_cpu', lambda: False)
+    assert backend.use_compilation_cache() == str(
+        tmp_path / '.cache' / 'tiny_flax' / 'jax')
+    jax.config.update('jax_compilation_cache_dir', str(tmp_path / 'own'))
+    assert backend.use_compilation_cache() == str(tmp_path / 'own')
+    jax.config.update('jax_enable_compilation_cache', False)
+    assert backend.use_compilation_cache() is None
+  finally:
+    jax.config.update('jax_compilation_cache_dir', suites_cache)
+    jax.config.update('jax_enable_compilation_cache', True)
+
+
+def test_a_later_run_loads_the_compiled_steps_and_a_cut_entry_only_warns(
+    tmp_path, smoke_data):
+  """JAX_COMPILATION_CACHE_DIR on the CPU: the second run loads what the
+  first compiled; an entry cut short (its writer killed) is compiled again."""
+  cache = tmp_path / 'cache'
+  env = {'JAX_COMPILATION_CACHE_DIR': str(cache), 'JAX_LOG_COMPILES': '1'}
+  first = _main(tmp_path / 'a', *smoke_data, '--config.num_train_steps=2',
+                env=env)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert f'Compiled programs are kept in {cache} for later runs' in first.stderr
+  entries = sorted(cache.glob('*-cache'), key=lambda p: p.stat().st_size)
+  assert len(entries) >= 2, entries
+  largest = entries[-1]
+  largest.write_bytes(largest.read_bytes()[:1000])
+  second = _main(tmp_path / 'b', *smoke_data, '--config.num_train_steps=2',
+                 env=env)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert 'Persistent compilation cache hit' in second.stderr
+  assert 'Error reading persistent compilation cache entry' in second.stderr

@@ -105,6 +105,7 @@ def evaluate(config, workdir, which='best'):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  backend.use_compilation_cache()
   with errors.exit_on_user_error():
     metrics = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
   print(f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "

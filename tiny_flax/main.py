@@ -29,6 +29,7 @@ from ml_collections import config_flags
 
 from tiny_flax import errors
 from tiny_flax import train
+from tiny_flax.platform import backend
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path of a config file (configs/*.py).', lock_config=True)
@@ -104,6 +105,7 @@ def main(argv):
         heartbeat_timeout_seconds=_HEARTBEAT.value)
   logging.info('Process %d of %d; local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
+  backend.use_compilation_cache()
   with errors.exit_on_user_error():
     return train.train_and_validate(_CONFIG.value, workdir, _PROGRESS.value)
 

@@ -64,6 +64,7 @@ def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError('Name at least one image file.')
+  backend.use_compilation_cache()
   failures = 0
   with errors.exit_on_user_error():
     for path, result in predict(_WORKDIR.value, paths, _CHECKPOINT.value):

@@ -9,6 +9,7 @@ the resulting `Platform` down. On TPU every choice is XLA's default.
 import dataclasses
 import functools
 import importlib.util
+import os
 from typing import Optional
 
 from absl import logging
@@ -50,6 +51,13 @@ ACCELERATOR_STEPS_PER_DISPATCH = 16
 # they take at most this share of the free memory, leaving the rest to the
 # model's activations.
 RESIDENT_SHARE_OF_FREE_MEMORY = 0.25
+
+# Where compiled programs are kept for later runs on GPUs and TPUs: there a
+# model's step takes 10-50 s to compile (docs/performance.md), again at every
+# resume and evaluation. Not on the CPU, where a run lasts hours and XLA:CPU's
+# code is built for the host's processor, which the cache's key does not name
+# (a home folder shared by different machines would hand it to another).
+COMPILATION_CACHE_DIR = os.path.join('~', '.cache', 'tiny_flax', 'jax')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +104,26 @@ def resolve(config, resident_bytes):
                jnp.dtype(platform.compute_dtype).name,
                'TensorFlow installed' if tensorflow else 'no TensorFlow')
   return platform
+
+
+def use_compilation_cache():
+  """Keeps compiled programs between runs: COMPILATION_CACHE_DIR off the CPU.
+
+  JAX's own settings decide where they are set: JAX_COMPILATION_CACHE_DIR
+  names another folder (on the CPU too), JAX_ENABLE_COMPILATION_CACHE=false
+  turns the cache off. Call before anything compiles. Returns the folder, or
+  None without a cache.
+  """
+  path = jax.config.jax_compilation_cache_dir
+  if not path and not on_cpu():
+    path = os.path.expanduser(COMPILATION_CACHE_DIR)
+    jax.config.update('jax_compilation_cache_dir', path)
+  if not path or not jax.config.jax_enable_compilation_cache:
+    return None
+  logging.info('Compiled programs are kept in %s for later runs '
+               '(JAX_COMPILATION_CACHE_DIR; JAX_ENABLE_COMPILATION_CACHE=false '
+               'turns this off).', path)
+  return path
 
 
 def on_cpu():
