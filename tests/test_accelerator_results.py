@@ -73,6 +73,7 @@ def _fake_flags(tmp_path, fake_manual_dir, steps):
       '--config.steps_per_eval=2', '--config.half_precision=false'])
 
 
+@pytest.mark.slow  # the deadline is 100 s of wall time: python -m pytest -m slow
 def test_a_deadline_cuts_the_training_limits_and_skips_what_cannot_start(
     tmp_path, fake_manual_dir):
   """DEADLINE_S: the first model trains until EVAL_RESERVE_S before it and
