@@ -240,8 +240,7 @@ def compiler_options():
   if not on_cpu():
     return None
   try:
-    jax.jit(lambda x: x, compiler_options=CPU_COMPILER_OPTIONS).lower(
-        0.0).compile()
+    check_compiler_options(CPU_COMPILER_OPTIONS)
   except jax.errors.JaxRuntimeError as error:
     if not any(option in str(error) for option in CPU_COMPILER_OPTIONS):
       raise
@@ -249,3 +248,9 @@ def compiler_options():
                     ', '.join(CPU_COMPILER_OPTIONS))
     return None
   return CPU_COMPILER_OPTIONS
+
+
+def check_compiler_options(options):
+  """Compiles a trivial program with `options`: a JaxRuntimeError names any
+  that this jaxlib does not know or cannot take."""
+  jax.jit(lambda x: x, compiler_options=options).lower(0.0).compile()
