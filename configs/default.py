@@ -49,6 +49,9 @@ def get_config():
   config.num_train_steps = -1  # -1: num_epochs of steps
   config.steps_per_eval = -1  # -1: the whole validation split
   config.log_every_steps = 100
+  # A jax.profiler trace of this many train steps after each start's first
+  # (compiling) train call, for TensorBoard's Profile tab (0: none).
+  config.profile_steps = 0
   # Train steps per host dispatch, scanned in one compiled call. Where a step
   # is shorter than Python's dispatch of it (small batches on a GPU), more
   # keep the device busy; logs, checkpoints and validation still fall on the

@@ -2,7 +2,10 @@
 
 import collections
 import glob
+import gzip
+import json
 import os
+import time
 
 import pytest
 import tensorflow as tf
@@ -126,6 +129,41 @@ def test_negative_steps_per_dispatch(tmp_path, smoke_data):
   _assert_user_error(_main(tmp_path, *smoke_data,
                            '--config.steps_per_dispatch=-2'),
                      'steps_per_dispatch', '>= 1', '-2')
+
+
+def test_negative_profile_steps(tmp_path, smoke_data):
+  _assert_user_error(_main(tmp_path, *smoke_data, '--config.profile_steps=-1'),
+                     'config.profile_steps', '>= 0', '-1')
+
+
+def _traced_steps(trace_folder):
+  """The train steps a jax.profiler trace folder holds, by their annotation."""
+  [path] = glob.glob(os.path.join(trace_folder, '*.trace.json.gz'))
+  assert glob.glob(os.path.join(trace_folder, '*.xplane.pb'))
+  with gzip.open(path) as f:
+    events = json.load(f)['traceEvents']
+  return sorted(int(e['args']['step_num']) for e in events
+                if e.get('name') == 'train')
+
+
+def test_profile_steps_trace_the_steps_after_the_first_call(tmp_path,
+                                                            smoke_data):
+  """Each start traces its own window, cut at the run's last step."""
+  workdir = tmp_path / 'run'
+  profiles = workdir / 'plugins' / 'profile'
+  first = _main(workdir, *smoke_data, '--config.num_train_steps=4',
+                '--config.profile_steps=2', '--config.log_every_steps=1')
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'Profile of steps 2-3 written' in first.stderr
+  [folder] = os.listdir(profiles)
+  assert _traced_steps(profiles / folder) == [2, 3]
+
+  time.sleep(1.1)  # jax names trace folders by the second
+  second = _main(workdir, *smoke_data, '--config.num_train_steps=6',
+                 '--config.profile_steps=2', '--config.log_every_steps=1')
+  assert second.returncode == 0, second.stderr[-3000:]
+  [later] = set(os.listdir(profiles)) - {folder}
+  assert _traced_steps(profiles / later) == [6]
 
 
 def test_unwritable_workdir(tmp_path, smoke_data):

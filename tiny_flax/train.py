@@ -28,6 +28,7 @@ from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import parallel
 from tiny_flax import preemption
+from tiny_flax import profiling
 from tiny_flax import progress
 from tiny_flax import step_runner
 from tiny_flax import steps
@@ -162,6 +163,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       label_smoothing=config.label_smoothing,
       mixing=mixing.from_config(config.mixing),
       ema=steps.ema_settings(config.ema))
+  trace = profiling.StepTrace(workdir, config.profile_steps,
+                              enabled=jax.process_index() == 0)
 
   # The dataset: its batches, its size, its class names.
   started = time.perf_counter()
@@ -239,6 +242,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
         first_call_steps, loop_started = step - start_step, time.perf_counter()
         logging.info('First train call, compilation included: %.1f s.',
                      first_call_s)
+        trace.start(step, num_steps)
+      trace.after(step, runner.state)
       report_progress(step)
       for dispatched in range(first, step + 1):
         bars.update(dispatched)
@@ -284,6 +289,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                      first_call_s, validation_s, now - loop_started,
                      (step - start_step - first_call_steps) * config.batch_size)
   finally:
+    trace.stop(step)
     stop.restore_handlers()
     writer.flush()
     try:

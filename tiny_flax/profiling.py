@@ -1,0 +1,49 @@
+"""A jax.profiler trace of a few train steps, for TensorBoard's Profile tab.
+
+The trace covers the steps right after the first train call of each start:
+that call compiles, and compilation would fill the trace and hide the steps.
+It goes to WORKDIR/plugins/profile/<time>/, where TensorBoard's profile plugin
+(`pip install tensorboard-plugin-profile`) finds it beside the run's scalars.
+"""
+
+from absl import logging
+import jax
+
+from tiny_flax import errors
+
+
+class StepTrace:
+  """Traces `num_steps` train steps (0: none) after the first train call."""
+
+  def __init__(self, workdir, num_steps, enabled=True):
+    if not isinstance(num_steps, int) or num_steps < 0:
+      raise errors.UserError(
+          f'config.profile_steps must be a whole number >= 0 (0: no trace), '
+          f'got {num_steps!r}.')
+    self._workdir = workdir
+    self._num_steps = num_steps if enabled else 0
+    self._first = self._last = None  # the traced steps, while tracing
+
+  def start(self, step, run_steps):
+    """Starts the trace after `step`, the first train call's last step, to
+    end by `run_steps`, the run's last."""
+    if self._num_steps and step < run_steps:
+      jax.profiler.start_trace(self._workdir)
+      self._first = step + 1
+      self._last = min(step + self._num_steps, run_steps)
+
+  def after(self, step, state):
+    """Ends the trace once `step` reaches its last step, `state` computed."""
+    if self._last is not None and step >= self._last:
+      jax.block_until_ready(state)
+      self.stop(step)
+
+  def stop(self, step):
+    """Ends a trace still open (the run ended or stopped within it)."""
+    if self._last is None:
+      return
+    jax.profiler.stop_trace()
+    logging.info('Profile of steps %d-%d written under %s/plugins/profile.',
+                 self._first, step, self._workdir)
+    self._first = self._last = None
+    self._num_steps = 0
