@@ -4,7 +4,10 @@ The trace covers the steps right after the first train call of each start:
 that call compiles, and compilation would fill the trace and hide the steps.
 It goes to WORKDIR/plugins/profile/<time>/, where TensorBoard's profile plugin
 (`pip install tensorboard-plugin-profile`) finds it beside the run's scalars.
+A trace that cannot be taken or written costs a warning, never the run.
 """
+
+import os
 
 from absl import logging
 import jax
@@ -21,16 +24,24 @@ class StepTrace:
           f'config.profile_steps must be a whole number >= 0 (0: no trace), '
           f'got {num_steps!r}.')
     self._workdir = workdir
+    self._folder = os.path.join(workdir, 'plugins', 'profile')
     self._num_steps = num_steps if enabled else 0
     self._first = self._last = None  # the traced steps, while tracing
 
   def start(self, step, run_steps):
     """Starts the trace after `step`, the first train call's last step, to
     end by `run_steps`, the run's last."""
-    if self._num_steps and step < run_steps:
+    num_steps, self._num_steps = self._num_steps, 0  # one trace per start
+    if not num_steps or step >= run_steps:
+      return
+    try:
+      os.makedirs(self._folder, exist_ok=True)
       jax.profiler.start_trace(self._workdir)
-      self._first = step + 1
-      self._last = min(step + self._num_steps, run_steps)
+    except (OSError, RuntimeError) as e:  # or a trace already running
+      logging.warning('No profile: %s', e)
+      return
+    self._first = step + 1
+    self._last = min(step + num_steps, run_steps)
 
   def after(self, step, state):
     """Ends the trace once `step` reaches its last step, `state` computed."""
@@ -42,8 +53,14 @@ class StepTrace:
     """Ends a trace still open (the run ended or stopped within it)."""
     if self._last is None:
       return
-    jax.profiler.stop_trace()
-    logging.info('Profile of steps %d-%d written under %s/plugins/profile.',
-                 self._first, step, self._workdir)
-    self._first = self._last = None
-    self._num_steps = 0
+    first, self._first = self._first, None
+    self._last = None
+    try:
+      jax.profiler.stop_trace()
+    except RuntimeError as e:  # full disk, unwritable folder
+      logging.warning('The profile of steps %d-%d could not be written under '
+                      '%s: %s. Training goes on.', first, step, self._folder,
+                      e)
+      return
+    logging.info('Profile of steps %d-%d written under %s.', first, step,
+                 self._folder)
