@@ -22,7 +22,7 @@ def get_config(variant=''):
   variant = default.check_variant(variant, default.VARIANTS + ('budget',))
   if variant == 'budget':
     # No crop, which makes it underfit; more weight decay than the 5e-5
-    # under which it overfits, less than ResNet18's (docs/results.md).
+    # under which it overfits, less than ResNet18's (docs/results_checks.md).
     default.apply_budget_recipe(config, learning_rate=0.2, weight_decay=2e-4)
   if variant == 'tuned':
     # ShuffleNet's paper: little weight decay for a small network.
