@@ -5,6 +5,8 @@ that call compiles, and compilation would fill the trace and hide the steps.
 It goes to WORKDIR/plugins/profile/<time>/, where TensorBoard's profile plugin
 (`pip install tensorboard-plugin-profile`) finds it beside the run's scalars.
 A trace that cannot be taken or written costs a warning, never the run.
+Not clu's periodic_actions.Profile: importing it imports TensorFlow, which
+the accelerator hosts' input path does without.
 """
 
 import os
