@@ -47,6 +47,11 @@ def get_config():
   config.batch_size = 128  # global, over all devices and processes
   config.num_epochs = 15
   config.num_train_steps = -1  # -1: num_epochs of steps
+  # Minutes of wall time for the whole run, compilation and validation
+  # included (0: off): the first epoch is measured, then the schedule is
+  # sized to the whole epochs that fit, at most num_epochs
+  # (tiny_flax/time_budget.py). A cosine schedule needs warmup_epochs >= 1.
+  config.time_budget_minutes = 0.0
   config.steps_per_eval = -1  # -1: the whole validation split
   config.log_every_steps = 100
   # A jax.profiler trace of this many train steps after each start's first

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from tiny_flax import models
+from tiny_flax import optim
 from tiny_flax import parallel
 from tiny_flax import step_runner
 from tiny_flax import steps
@@ -49,7 +50,8 @@ def main():
       ema=dict(decay=0.0)))
   model = models.create('resnet_tiny', 200, axis_name=steps.AXIS)
   state = jax.device_get(
-      steps.create_train_state(config, model, (32, 32, 3), 0.1))
+      steps.create_train_state(config, model, (32, 32, 3),
+                               optim.create(config, 0.1)))
   rng = np.random.default_rng(0)
   batches = [{'image': rng.uniform(size=(16, 32, 32, 3)).astype(np.float32),
               'label': rng.integers(0, 200, size=16).astype(np.int32)}
@@ -67,7 +69,8 @@ def main():
   half_model = models.create('resnet_tiny', 200, axis_name=steps.AXIS,
                              dtype=jnp.float16)
   half = jax.device_get(steps.create_train_state(
-      config, half_model, (32, 32, 3), 0.1, loss_scaling=True))
+      config, half_model, (32, 32, 3), optim.create(config, 0.1),
+      loss_scaling=True))
   # A shard of 2 examples has 8 times the gradient of one of 16: at the
   # initial scale it overflows float16 and the step is skipped.
   half = half.replace(dynamic_scale=half.dynamic_scale.replace(

@@ -24,7 +24,7 @@ def test_config_is_valid(name):
   config = _config(name)
   assert config.model in models.names()
   assert len(data.image_shape(config)) == 3
-  optim.create(config, optim.learning_rate_schedule(config, 10))
+  optim.for_training(config, 10)
 
 
 @pytest.mark.parametrize('name', ['alexnet', 'resnet18', 'resnet50', 'shufflenet_v2'])
@@ -33,7 +33,7 @@ def test_tuned_variant_is_valid_and_differs(name):
   assert config.to_dict() != _config(name).to_dict()
   assert data.image_shape(config) in ((160, 160, 3), (192, 192, 3),
                                      (224, 224, 3))
-  optim.create(config, optim.learning_rate_schedule(config, 10))
+  optim.for_training(config, 10)
 
 
 def test_unknown_variant_is_refused():

@@ -71,7 +71,7 @@ def resnet18_run(fake_config, tmp_path_factory):
   workdir_lib.check_workdir(str(workdir), config)
   model = models.create('resnet18', 200)
   state = steps.create_train_state(config, model, (64, 64, 3),
-                                   optim.learning_rate_schedule(config, 1))
+                                   optim.for_training(config, 1))
   variables = _trained_like_variables('resnet18')
   state = state.replace(step=1, batch_stats=variables['batch_stats'])
   manager = checkpointing.manager(str(workdir))

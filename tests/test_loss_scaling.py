@@ -13,6 +13,7 @@ import conftest
 from tiny_flax import checkpointing
 from tiny_flax import errors
 from tiny_flax import models
+from tiny_flax import optim
 from tiny_flax import parallel
 from tiny_flax import report
 from tiny_flax import steps
@@ -53,7 +54,8 @@ def _scaled_state(ema_decay=0.0):
       ema=dict(decay=ema_decay)))
   model = models.create('resnet_tiny', 200, axis_name=steps.AXIS,
                         dtype=jnp.float16)
-  return steps.create_train_state(config, model, (32, 32, 3), 0.05,
+  return steps.create_train_state(config, model, (32, 32, 3),
+                                  optim.create(config, 0.05),
                                   loss_scaling=True)
 
 

@@ -11,6 +11,7 @@ from configs import smoke
 from tiny_flax import errors
 from tiny_flax import mixing
 from tiny_flax import models
+from tiny_flax import optim
 from tiny_flax import parallel
 from tiny_flax import steps
 
@@ -141,7 +142,8 @@ def test_the_moving_average_follows_its_formula():
   config = smoke.get_config()
   config.ema.decay = 0.9
   model = models.create('resnet_tiny', 10, axis_name=steps.AXIS)
-  state = steps.create_train_state(config, model, (16, 16, 3), 0.1)
+  state = steps.create_train_state(config, model, (16, 16, 3),
+                                   optim.create(config, 0.1))
   batch = {'image': np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype(
       np.float32), 'label': np.arange(8, dtype=np.int32)}
   par = parallel.Parallel('shard_map', jax.devices()[:1])

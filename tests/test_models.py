@@ -10,6 +10,7 @@ import pytest
 
 from tiny_flax import errors
 from tiny_flax import models
+from tiny_flax import optim
 from tiny_flax import parallel
 from tiny_flax import steps
 from tiny_flax import train
@@ -159,7 +160,8 @@ def test_one_train_step_per_model(name):
       seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0,
       ema=dict(decay=0.0)))
   module = models.create(name, 200, axis_name=steps.AXIS)
-  state = steps.create_train_state(config, module, (64, 64, 3), 0.01)
+  state = steps.create_train_state(config, module, (64, 64, 3),
+                                   optim.create(config, 0.01))
   before = jax.device_get(state.params)
   par = parallel.Parallel('pmap')
   step = par.compile(functools.partial(
@@ -186,7 +188,8 @@ def test_training_starts_from_torchvision_weights(tmp_path):
       seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0,
       model='resnet18', init_from=str(path), ema=dict(decay=0.0)))
   module = models.create('resnet18', 200, axis_name=steps.AXIS)
-  state = steps.create_train_state(config, module, (64, 64, 3), 0.01)
+  state = steps.create_train_state(config, module, (64, 64, 3),
+                                   optim.create(config, 0.01))
   state = train._init_from_torchvision(config, state)  # pylint: disable=protected-access
   np.testing.assert_array_equal(
       state.params['layer2_0']['downsample_0']['kernel'],

@@ -14,6 +14,7 @@ import conftest
 from tiny_flax import errors
 from tiny_flax.platform import backend
 from tiny_flax import models
+from tiny_flax import optim
 from tiny_flax import parallel
 from tiny_flax import steps
 from tiny_flax import train
@@ -24,7 +25,8 @@ def _state(learning_rate=0.05):
       seed=0, optimizer='sgd', momentum=0.9, nesterov=False, weight_decay=0.0,
       ema=dict(decay=0.0)))
   model = models.create('resnet_tiny', 200, axis_name=steps.AXIS)
-  return steps.create_train_state(config, model, (32, 32, 3), learning_rate)
+  return steps.create_train_state(config, model, (32, 32, 3),
+                                  optim.create(config, learning_rate))
 
 
 def _batch(size=16, seed=0):
@@ -159,7 +161,8 @@ def test_train_steps_move_nothing_between_host_and_device(kind):
       'weight_decay': 5e-4, 'ema': {'decay': 0.0}})
   par = parallel.Parallel(kind)
   state = par.replicate(steps.create_train_state(
-      config, model, (32, 32, 3), optax.cosine_decay_schedule(0.1, 10)))
+      config, model, (32, 32, 3),
+      optim.create(config, optax.cosine_decay_schedule(0.1, 10))))
   step = par.compile(functools.partial(
       steps.train_step, dropout_key=jax.random.key(0)), donate_state=True)
   rng = np.random.default_rng(0)

@@ -23,7 +23,7 @@ def restore(config, workdir, platform, which='best'):
     step = checkpointing.find_step(checkpoints, which)
     template = steps.fit_checkpoint(
         steps.create_train_state(config, model, data.image_shape(config),
-                                 optim.learning_rate_schedule(config, 1)),
+                                 optim.for_training(config, 1)),
         checkpointing.saved_fields(checkpoints, step))
     state = checkpointing.restore(checkpoints, template, step)
   finally:

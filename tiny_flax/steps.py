@@ -20,7 +20,6 @@ import optax
 from tiny_flax import errors
 from tiny_flax import mixing as mixing_lib
 from tiny_flax import models
-from tiny_flax import optim
 
 AXIS = 'batch'
 
@@ -50,10 +49,10 @@ def create_model(config, num_classes, kernels, dtype, axis_name=None):
                        dtype=dtype, kernels=kernels)
 
 
-def create_train_state(config, model, image_shape, learning_rate_fn,
-                       loss_scaling=False):
+def create_train_state(config, model, image_shape, tx, loss_scaling=False):
   """A fresh state on the default device, initialised from `config.seed`.
 
+  `tx`: the optax optimizer (optim.for_training, or optim.create).
   `loss_scaling`: a ScaledTrainState, for a model computing in float16.
   """
   variables = jax.jit(functools.partial(model.init, train=False))(
@@ -65,8 +64,7 @@ def create_train_state(config, model, image_shape, learning_rate_fn,
          if config.ema.decay > 0 else {})
   state = TrainState.create(
       apply_fn=model.apply, params=variables['params'],
-      batch_stats=batch_stats, ema=ema,
-      tx=optim.create(config, learning_rate_fn))
+      batch_stats=batch_stats, ema=ema, tx=tx)
   return with_loss_scaling(state, loss_scaling)
 
 

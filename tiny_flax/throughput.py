@@ -15,6 +15,7 @@ import numpy as np
 
 from tiny_flax import data
 from tiny_flax import flops
+from tiny_flax import optim
 from tiny_flax import step_runner
 from tiny_flax import steps
 from tiny_flax import train
@@ -99,9 +100,9 @@ def train_rates(rates, gflops_per_img, peak):
 def _initial_state(config, platform, image_shape):
   module = steps.create_model(config, archive.NUM_CLASSES, platform.kernels,
                               platform.compute_dtype, steps.AXIS)
-  return module, steps.create_train_state(config, module, image_shape,
-                                          config.learning_rate,
-                                          platform.loss_scaling)
+  return module, steps.create_train_state(
+      config, module, image_shape,
+      optim.create(config, config.learning_rate), platform.loss_scaling)
 
 
 def _train_step_body(config):

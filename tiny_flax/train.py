@@ -33,6 +33,7 @@ from tiny_flax import progress
 from tiny_flax import step_runner
 from tiny_flax import steps
 from tiny_flax import summaries
+from tiny_flax import time_budget
 from tiny_flax import workdir as workdir_lib
 from tiny_flax.platform import backend
 
@@ -158,6 +159,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   model = steps.create_model(config, data.NUM_CLASSES, platform.kernels,
                              platform.compute_dtype, steps.AXIS)
   optim.check(config)
+  time_budget.check(config)
   train_step = functools.partial(
       steps.train_step, dropout_key=jax.random.key(config.seed + 1),
       label_smoothing=config.label_smoothing,
@@ -183,9 +185,9 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
     logging.info(hint)
 
   # The state: fresh, or from the latest checkpoint.
-  learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
-  state = steps.create_train_state(config, model, dataset.image_shape,
-                                   learning_rate_fn, platform.loss_scaling)
+  state = steps.create_train_state(
+      config, model, dataset.image_shape,
+      optim.for_training(config, steps_per_epoch), platform.loss_scaling)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('%s: %s parameters.', config.model, f'{num_params:,}')
   checkpoints = checkpointing.manager(workdir, config.checkpoints_to_keep)
@@ -196,6 +198,16 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   start_step = int(state.step)
   if start_step == 0 and config.init_from:
     state = _init_from_torchvision(config, state)
+  learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
+  budget_s = (60 * config.time_budget_minutes if time_budget.active(config)
+              else 0)
+  if budget_s and start_step >= steps_per_epoch:  # sized by its first epoch
+    num_steps = int(state.opt_state.hyperparams['schedule_steps'])
+    intervals = intervals._replace(num_steps=num_steps)
+    learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch,
+                                                    num_steps)
+    logging.info('Sized to %d epochs by its first epoch and the time budget.',
+                 num_steps // steps_per_epoch)
 
   # TensorBoard, progress bars, signals.
   writer = summaries.create_writer(workdir, tensorflow=platform.tensorflow,
@@ -206,11 +218,11 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                'devices with %s, %d steps per dispatch.', config.model,
                num_steps, steps_per_epoch, start_step, par.num_devices,
                par.kind, platform.steps_per_dispatch)
+  bars_mode = progress_bars if jax.process_index() == 0 else 'off'
   report_progress = summaries.report_progress(
       num_steps, writer, tensorflow=platform.tensorflow)
   bars = progress.EpochBars(steps_per_epoch, num_steps, config.batch_size,
-                            mode=progress_bars if jax.process_index() == 0
-                            else 'off')
+                            mode=bars_mode)
   stop = preemption.StopRequests(checkpoints)
   timer = preemption.CheckpointTimer(config.checkpoint_every_minutes)
 
@@ -228,6 +240,11 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   del state  # the runner's replicated copy is the one that trains
   last_finite = {}  # step and training loss of the last finite log
   first_call_s = validation_s = 0.0
+  if budget_s and start_step < steps_per_epoch:
+    # Setup time, so that the first epoch's validation, which sizes the run,
+    # takes what each later one will.
+    compile_started += _prepare_validation(compiled.eval_step, runner.state,
+                                           dataset.eval_batches, par)
   first_call_steps, loop_started = 0, time.perf_counter()
 
   try:
@@ -271,6 +288,24 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
         logging.info('Step %d: %s (validation %.1f s)', step, metrics, elapsed)
         _check_finite(step, {'val_loss': metrics['val_loss']}, last_finite,
                       checkpoints)
+        if budget_s and step == steps_per_epoch:  # size the run to the budget
+          timed_steps = step - start_step - first_call_steps
+          step_s = ((started - loop_started) / timed_steps if timed_steps
+                    # Resumed at the epoch's end: compilation included.
+                    else first_call_s / first_call_steps)
+          num_steps = steps_per_epoch * time_budget.decide(
+              config, step_s * steps_per_epoch, elapsed,
+              time.perf_counter() - run_started)
+          runner.state = runner.state.replace(
+              opt_state=optim.with_schedule_steps(
+                  runner.state.opt_state, par.replicate(np.int32(num_steps))))
+          intervals = intervals._replace(num_steps=num_steps)
+          learning_rate_fn = optim.learning_rate_schedule(
+              config, steps_per_epoch, num_steps)
+          report_progress = summaries.report_progress(
+              num_steps, writer, tensorflow=platform.tensorflow)
+          bars = progress.EpochBars(steps_per_epoch, num_steps,
+                                    config.batch_size, mode=bars_mode)
       if todo.save or (todo.save_if_due and timer.due()):
         checkpointing.save(checkpoints, step, par.unreplicate(runner.state),
                            metrics)
@@ -311,6 +346,17 @@ def _log_run_times(start_step, step, total_s, input_s, first_call_s,
       'at %.0f images/s.', start_step + 1, step, total_s, input_s,
       total_s - input_s - first_call_s - after_first_s, first_call_s,
       validation_s, training_s, after_first_images / max(training_s, 1e-9))
+
+
+def _prepare_validation(eval_step, state, batches, par):
+  """Seconds to compile `eval_step` on the first batch and read the others
+  (which fills tf.data's cache of decoded images)."""
+  started = time.perf_counter()
+  batches = iter(batches)
+  jax.block_until_ready(eval_step(state, par.shard_batch(next(batches))))
+  for _ in batches:
+    pass
+  return time.perf_counter() - started
 
 
 def _validate_epoch(eval_step, state, batches, par, with_ema):

@@ -1,0 +1,163 @@
+"""config.time_budget_minutes: the run sized by its first epoch, kept on resume."""
+
+import copy
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import resnet18
+from tiny_flax import checkpointing
+from tiny_flax import errors
+from tiny_flax import optim
+from tiny_flax import time_budget
+from tiny_flax import train
+
+
+def test_epochs_that_fit_the_rest_of_the_budget():
+  # 100 s gone with the first epoch, 45 s per later one: two more end by 200 s.
+  assert time_budget.epochs_that_fit(200, 100, 45, max_epochs=10) == 3
+  assert time_budget.epochs_that_fit(200, 100, 50, max_epochs=10) == 3
+  assert time_budget.epochs_that_fit(200, 100, 45, max_epochs=2) == 2
+  # The first epoch alone overran the budget: the run ends with it.
+  assert time_budget.epochs_that_fit(200, 250, 45, max_epochs=10) == 1
+
+
+@pytest.mark.parametrize('override, fragment', [
+    ({'time_budget_minutes': -1.0}, 'must be >= 0'),
+    ({'schedule.warmup_epochs': 0.5}, 'warmup_epochs >= 1'),
+])
+def test_a_budget_the_run_cannot_keep_is_refused(override, fragment):
+  config = resnet18.get_config('tuned')
+  config.time_budget_minutes = 10.0
+  config.update_from_flattened_dict(override)
+  with pytest.raises(errors.UserError, match=fragment):
+    time_budget.check(config)
+
+
+def test_num_train_steps_set_the_length_and_leave_the_budget_unused():
+  config = resnet18.get_config('tuned')
+  assert time_budget.active(config)
+  config.num_train_steps = 2
+  config.schedule.warmup_epochs = 0.5  # would be refused with the budget
+  time_budget.check(config)
+  assert not time_budget.active(config)
+  assert not hasattr(optim.for_training(config, 10).init({'w': jnp.ones(2)}),
+                     'hyperparams')
+
+
+def test_a_budget_is_accepted_with_a_warmup_epoch_or_a_step_schedule():
+  tuned = resnet18.get_config('tuned')
+  tuned.time_budget_minutes = 10.0
+  original = resnet18.get_config()  # StepLR: its rates never depend on the length
+  original.time_budget_minutes = 10.0
+  for config in (tuned, original):
+    time_budget.check(config)
+
+
+def test_the_schedule_of_a_traced_length_is_optaxs_and_the_known_lengths():
+  config = resnet18.get_config('budget')  # one warmup epoch, then cosine
+  steps_per_epoch = 10
+  traced = jax.jit(lambda count, num_steps: optim.learning_rate_schedule(
+      config, steps_per_epoch, num_steps)(count))
+  for num_steps in (10, 30, 150):
+    counts = np.arange(num_steps + 3)
+    rates = [float(traced(c, jnp.int32(num_steps))) for c in counts]
+    known = jax.jit(optim.learning_rate_schedule(config, steps_per_epoch,
+                                                 num_steps))
+    np.testing.assert_array_equal(rates, [float(known(c)) for c in counts])
+    expected = jax.jit(optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, steps_per_epoch,
+        max(num_steps, steps_per_epoch + 1)))
+    np.testing.assert_allclose(rates, [float(expected(c)) for c in counts],
+                               rtol=0, atol=1e-6 * config.learning_rate)
+  assert traced._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_a_new_length_in_the_optimizer_state_changes_the_update_not_the_program():
+  config = resnet18.get_config('budget')
+  config.time_budget_minutes = 1.0
+  config.momentum = 0.0
+  tx = optim.for_training(config, 10)
+  params = {'w': jnp.ones(3)}
+  grads = {'w': jnp.ones(3)}
+  update = jax.jit(tx.update)
+  opt_state = tx.init(params)
+  assert int(opt_state.hyperparams['schedule_steps']) == 15 * 10
+  for _ in range(12):  # past the warmup epoch
+    _, opt_state = update(grads, opt_state, params)
+  long, _ = update(grads, opt_state, params)
+  short, _ = update(grads, optim.with_schedule_steps(
+      opt_state, jnp.int32(20)), params)
+  for num_steps, updates in ((150, long), (20, short)):
+    rate = optim.learning_rate_schedule(config, 10, num_steps)(12)
+    np.testing.assert_allclose(updates['w'], -(rate * (1 + 5e-4)),
+                               rtol=1e-6)
+  assert update._cache_size() == 1  # pylint: disable=protected-access
+
+
+def _budget_config(fake_config):
+  config = copy.deepcopy(fake_config)
+  config.update_from_flattened_dict({
+      'batch_size': 80,  # 10 steps an epoch
+      'num_epochs': 4, 'time_budget_minutes': 5.0,
+      'schedule.warmup_epochs': 1.0, 'log_every_steps': 5,
+      'steps_per_eval': 2, 'checkpoint_every_minutes': 0.0,
+      'checkpoints_to_keep': 10})
+  return config
+
+
+def _final(workdir):
+  checkpoints = checkpointing.manager(str(workdir), read_only=True)
+  try:
+    step = checkpoints.latest_step()
+    return step, checkpoints.restore(step, args=ocp.args.StandardRestore())
+  finally:
+    checkpoints.close()
+
+
+def test_a_budgeted_run_trains_the_epochs_chosen_after_its_first_and_keeps_them(
+    fake_config, fake_builder, tmp_path, monkeypatch):
+  """Sized to 3 of 4 epochs it ends as a 3-epoch run; resumed after the
+  choice, it keeps 3 however the budget would choose again."""
+  del fake_builder  # prepared once for the session
+  asked = []
+
+  def choose(epochs):
+    def epochs_that_fit(budget_s, elapsed_s, epoch_s, max_epochs):
+      asked.append((budget_s, elapsed_s, epoch_s, max_epochs))
+      return epochs
+    return epochs_that_fit
+
+  monkeypatch.setattr(time_budget, 'epochs_that_fit', choose(3))
+  config = _budget_config(fake_config)
+  train.train_and_validate(config, str(tmp_path / 'budget'), 'off')
+  (budget_s, elapsed_s, epoch_s, max_epochs), = asked
+  assert (budget_s, max_epochs) == (300.0, 4)
+  assert 0 < epoch_s < elapsed_s
+  step, sized = _final(tmp_path / 'budget')
+  assert step == 30
+  assert int(sized['opt_state']['hyperparams']['schedule_steps']) == 30
+
+  plain = copy.deepcopy(config)
+  plain.update_from_flattened_dict({'time_budget_minutes': 0.0,
+                                    'num_epochs': 3})
+  train.train_and_validate(plain, str(tmp_path / 'plain'), 'off')
+  _, expected = _final(tmp_path / 'plain')
+  jax.tree.map(np.testing.assert_array_equal, sized['params'],
+               expected['params'])
+
+  # Back to the end of the first epoch, where the choice was checkpointed.
+  for later in (20, 30):
+    shutil.rmtree(tmp_path / 'budget' / 'checkpoints' / str(later))
+  monkeypatch.setattr(time_budget, 'epochs_that_fit', choose(4))
+  train.train_and_validate(config, str(tmp_path / 'budget'), 'off')
+  assert len(asked) == 1
+  step, resumed = _final(tmp_path / 'budget')
+  assert step == 30
+  jax.tree.map(np.testing.assert_array_equal, resumed['params'],
+               sized['params'])

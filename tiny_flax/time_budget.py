@@ -1,0 +1,78 @@
+"""A run sized to a wall-time budget (config.time_budget_minutes).
+
+How many epochs fit in ten minutes depends on the hardware, and a time limit
+that stops a cosine schedule part-way ends it at a high learning rate, far
+from what the same minutes give when the schedule ends on time. With a
+budget the run trains its first epoch, inside the warmup (whose learning
+rates do not depend on the schedule's length), measures it, and sizes the
+schedule to the whole epochs that fit what is left of the budget, at most
+config.num_epochs. The length is a value of the optimizer state
+(optim.for_training): it changes without a recompilation, and every later
+checkpoint holds it, so a resumed run keeps it. A run restarted before its
+first epoch ended measures that epoch afresh.
+
+Later epochs are taken to cost what the first one's steps after the
+compiling call did, plus a validation pass (its step compiled beforehand).
+On the tf.data path the first epoch also decodes the training images into
+tf.data's cache, so the estimate errs short there.
+"""
+
+from absl import logging
+from jax.experimental import multihost_utils
+import numpy as np
+
+from tiny_flax import errors
+
+
+def active(config):
+  """Whether the budget sizes the run: set, and no num_train_steps fixing
+  its length (a quick check of a budgeted variant)."""
+  # .get: the recorded configs of runs from before the budget lack it.
+  return (config.get('time_budget_minutes', 0) > 0
+          and config.num_train_steps <= 0)
+
+
+def check(config):
+  """Refuses a budget the run cannot keep, before any data is prepared."""
+  budget = config.time_budget_minutes
+  if budget < 0:
+    raise errors.UserError(
+        f'config.time_budget_minutes must be >= 0 (0: off), got {budget}.')
+  if budget > 0 and not active(config):
+    logging.info('config.num_train_steps=%d sets the run\'s length; '
+                 'config.time_budget_minutes is not used.',
+                 config.num_train_steps)
+  if (active(config) and config.schedule.name == 'warmup_cosine'
+      and config.schedule.warmup_epochs < 1):
+    raise errors.UserError(
+        'config.time_budget_minutes measures the first epoch before the '
+        'cosine schedule\'s length is known, so that epoch must be warmup: '
+        'set config.schedule.warmup_epochs >= 1 (it is '
+        f'{config.schedule.warmup_epochs}).')
+
+
+def epochs_that_fit(budget_s, elapsed_s, epoch_s, max_epochs):
+  """Whole epochs in the run: the first, which `elapsed_s` includes, and as
+  many more of `epoch_s` each as end within `budget_s`; 1 to `max_epochs`."""
+  more = int((budget_s - elapsed_s) // epoch_s) if epoch_s > 0 else max_epochs
+  return max(1, min(max_epochs, 1 + more))
+
+
+def decide(config, train_s, validation_s, elapsed_s):
+  """The run's epochs, from its first epoch's measures: `train_s` and
+  `validation_s` an epoch, `elapsed_s` since the trainer started. By process
+  0's clock, the same in every process."""
+  epochs = epochs_that_fit(60 * config.time_budget_minutes, elapsed_s,
+                           train_s + validation_s, config.num_epochs)
+  epochs = int(multihost_utils.broadcast_one_to_all(np.int32(epochs)))
+  message = (f'Time budget of {config.time_budget_minutes:g} minutes, '
+             f'{elapsed_s:.0f} s spent: {epochs} epochs of at most '
+             f'{config.num_epochs} (an epoch trains in {train_s:.1f} s and '
+             f'validates in {validation_s:.1f} s).')
+  if epochs > config.schedule.warmup_epochs:
+    logging.info(message)
+  else:
+    logging.warning(message + ' The learning rate will not decay within '
+                    'them: lower config.schedule.warmup_epochs or raise the '
+                    'budget.')
+  return epochs
