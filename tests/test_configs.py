@@ -9,6 +9,7 @@ from configs import default
 from tiny_flax import errors
 from tiny_flax import models
 from tiny_flax import optim
+from tiny_flax import time_budget
 from tiny_flax import data
 
 CONFIGS = ['alexnet', 'resnet18', 'resnet50', 'shufflenet_v2', 'smoke', 'default']
@@ -34,6 +35,8 @@ def test_tuned_variant_is_valid_and_differs(name):
   assert data.image_shape(config) in ((160, 160, 3), (192, 192, 3),
                                      (224, 224, 3))
   optim.for_training(config, 10)
+  assert config.time_budget_minutes == 10.0
+  time_budget.check(config)
 
 
 def test_unknown_variant_is_refused():
