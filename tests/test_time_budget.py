@@ -107,7 +107,7 @@ def _budget_config(fake_config):
       'num_epochs': 4, 'time_budget_minutes': 5.0,
       'schedule.warmup_epochs': 1.0, 'log_every_steps': 5,
       'steps_per_eval': 2, 'checkpoint_every_minutes': 0.0,
-      'checkpoints_to_keep': 10})
+      'checkpoint_every_steps': 5, 'checkpoints_to_keep': 10})
   return config
 
 
@@ -123,7 +123,8 @@ def _final(workdir):
 def test_a_budgeted_run_trains_the_epochs_chosen_after_its_first_and_keeps_them(
     fake_config, fake_builder, tmp_path, monkeypatch):
   """Sized to 3 of 4 epochs it ends as a 3-epoch run; resumed after the
-  choice, it keeps 3 however the budget would choose again."""
+  choice, it keeps 3 however the budget would choose now; resumed before,
+  it chooses again."""
   del fake_builder  # prepared once for the session
   asked = []
 
@@ -152,12 +153,24 @@ def test_a_budgeted_run_trains_the_epochs_chosen_after_its_first_and_keeps_them(
                expected['params'])
 
   # Back to the end of the first epoch, where the choice was checkpointed.
-  for later in (20, 30):
-    shutil.rmtree(tmp_path / 'budget' / 'checkpoints' / str(later))
+  checkpoints = tmp_path / 'budget' / 'checkpoints'
+  for later in (15, 20, 25, 30):
+    shutil.rmtree(checkpoints / str(later))
   monkeypatch.setattr(time_budget, 'epochs_that_fit', choose(4))
   train.train_and_validate(config, str(tmp_path / 'budget'), 'off')
   assert len(asked) == 1
   step, resumed = _final(tmp_path / 'budget')
   assert step == 30
   jax.tree.map(np.testing.assert_array_equal, resumed['params'],
+               sized['params'])
+
+  # Back inside the first epoch: the choice is made again, from this start.
+  for later in (10, 15, 20, 25, 30):
+    shutil.rmtree(checkpoints / str(later))
+  monkeypatch.setattr(time_budget, 'epochs_that_fit', choose(3))
+  train.train_and_validate(config, str(tmp_path / 'budget'), 'off')
+  assert len(asked) == 2 and asked[1][2] > 0
+  step, again = _final(tmp_path / 'budget')
+  assert step == 30
+  jax.tree.map(np.testing.assert_array_equal, again['params'],
                sized['params'])
