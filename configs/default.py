@@ -48,7 +48,7 @@ def get_config():
   config.num_epochs = 15
   config.num_train_steps = -1  # -1: num_epochs of steps
   # Minutes of wall time for the whole run, compilation and validation
-  # included (0: off): the first epoch is measured, then the schedule is
+  # included (0: off): an early epoch is measured, then the schedule is
   # sized to the whole epochs that fit, at most num_epochs
   # (tiny_flax/time_budget.py). A cosine schedule needs warmup_epochs >= 1.
   config.time_budget_minutes = 0.0
@@ -138,7 +138,7 @@ def apply_tuned_recipe(config, *, image_size, num_epochs, learning_rate,
     published Tiny ImageNet tables, at a strength that suits tens of epochs
     rather than hundreds.
   - A ten-minute time budget: `num_epochs` is the most the run trains; it
-    trains fewer where its first epoch shows that they would not fit.
+    trains fewer where its second epoch shows that they would not fit.
   """
   config.input.train = (
       f'random_resized_crop({image_size}, scale=(0.35, 1.0))|'

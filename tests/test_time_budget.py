@@ -20,11 +20,24 @@ from tiny_flax import train
 
 def test_epochs_that_fit_the_rest_of_the_budget():
   # 100 s gone with the first epoch, 45 s per later one: two more end by 200 s.
-  assert time_budget.epochs_that_fit(200, 100, 45, max_epochs=10) == 3
-  assert time_budget.epochs_that_fit(200, 100, 50, max_epochs=10) == 3
-  assert time_budget.epochs_that_fit(200, 100, 45, max_epochs=2) == 2
-  # The first epoch alone overran the budget: the run ends with it.
-  assert time_budget.epochs_that_fit(200, 250, 45, max_epochs=10) == 1
+  assert time_budget.epochs_that_fit(200, 100, 45, 10, done_epochs=1) == 3
+  assert time_budget.epochs_that_fit(200, 100, 50, 10, done_epochs=1) == 3
+  assert time_budget.epochs_that_fit(200, 100, 45, 2, done_epochs=1) == 2
+  assert time_budget.epochs_that_fit(200, 100, 45, 10, done_epochs=2) == 4
+  # The measured epochs alone overran the budget: the run ends with them.
+  assert time_budget.epochs_that_fit(200, 250, 45, 10, done_epochs=1) == 1
+  assert time_budget.epochs_that_fit(200, 250, 45, 10, done_epochs=2) == 2
+
+
+def test_the_second_epoch_is_measured_where_the_schedule_allows():
+  tuned = resnet18.get_config('tuned')  # three warmup epochs, then cosine
+  assert time_budget.decision_epoch(tuned) == 2
+  budget = resnet18.get_config('budget')  # one warmup epoch
+  assert time_budget.decision_epoch(budget) == 1
+  original = resnet18.get_config()  # StepLR: never depends on the length
+  assert time_budget.decision_epoch(original) == 2
+  original.num_epochs = 1
+  assert time_budget.decision_epoch(original) == 1
 
 
 @pytest.mark.parametrize('override, fragment', [
@@ -100,12 +113,12 @@ def test_a_new_length_in_the_optimizer_state_changes_the_update_not_the_program(
   assert update._cache_size() == 1  # pylint: disable=protected-access
 
 
-def _budget_config(fake_config):
+def _budget_config(fake_config, warmup_epochs):
   config = copy.deepcopy(fake_config)
   config.update_from_flattened_dict({
       'batch_size': 80,  # 10 steps an epoch
       'num_epochs': 4, 'time_budget_minutes': 5.0,
-      'schedule.warmup_epochs': 1.0, 'log_every_steps': 5,
+      'schedule.warmup_epochs': warmup_epochs, 'log_every_steps': 5,
       'steps_per_eval': 2, 'checkpoint_every_minutes': 0.0,
       'checkpoint_every_steps': 5, 'checkpoints_to_keep': 10})
   return config
@@ -120,8 +133,9 @@ def _final(workdir):
     checkpoints.close()
 
 
-def test_a_budgeted_run_trains_the_epochs_chosen_after_its_first_and_keeps_them(
-    fake_config, fake_builder, tmp_path, monkeypatch):
+@pytest.mark.parametrize('warmup_epochs', [1.0, 2.0])
+def test_a_budgeted_run_trains_the_epochs_it_chose_and_keeps_them(
+    warmup_epochs, fake_config, fake_builder, tmp_path, monkeypatch):
   """Sized to 3 of 4 epochs it ends as a 3-epoch run; resumed after the
   choice, it keeps 3 however the budget would choose now; resumed before,
   it chooses again."""
@@ -129,16 +143,17 @@ def test_a_budgeted_run_trains_the_epochs_chosen_after_its_first_and_keeps_them(
   asked = []
 
   def choose(epochs):
-    def epochs_that_fit(budget_s, elapsed_s, epoch_s, max_epochs):
-      asked.append((budget_s, elapsed_s, epoch_s, max_epochs))
+    def epochs_that_fit(budget_s, elapsed_s, epoch_s, max_epochs,
+                        done_epochs):
+      asked.append((budget_s, elapsed_s, epoch_s, max_epochs, done_epochs))
       return epochs
     return epochs_that_fit
 
   monkeypatch.setattr(time_budget, 'epochs_that_fit', choose(3))
-  config = _budget_config(fake_config)
+  config = _budget_config(fake_config, warmup_epochs)
   train.train_and_validate(config, str(tmp_path / 'budget'), 'off')
-  (budget_s, elapsed_s, epoch_s, max_epochs), = asked
-  assert (budget_s, max_epochs) == (300.0, 4)
+  (budget_s, elapsed_s, epoch_s, max_epochs, done), = asked
+  assert (budget_s, max_epochs, done) == (300.0, 4, int(warmup_epochs))
   assert 0 < epoch_s < elapsed_s
   step, sized = _final(tmp_path / 'budget')
   assert step == 30
@@ -152,9 +167,10 @@ def test_a_budgeted_run_trains_the_epochs_chosen_after_its_first_and_keeps_them(
   jax.tree.map(np.testing.assert_array_equal, sized['params'],
                expected['params'])
 
-  # Back to the end of the first epoch, where the choice was checkpointed.
+  # Back to the checkpoint of the step that chose, which holds the choice.
   checkpoints = tmp_path / 'budget' / 'checkpoints'
-  for later in (15, 20, 25, 30):
+  chosen_at = 10 * done
+  for later in range(chosen_at + 5, 35, 5):
     shutil.rmtree(checkpoints / str(later))
   monkeypatch.setattr(time_budget, 'epochs_that_fit', choose(4))
   train.train_and_validate(config, str(tmp_path / 'budget'), 'off')
@@ -164,8 +180,8 @@ def test_a_budgeted_run_trains_the_epochs_chosen_after_its_first_and_keeps_them(
   jax.tree.map(np.testing.assert_array_equal, resumed['params'],
                sized['params'])
 
-  # Back inside the first epoch: the choice is made again, from this start.
-  for later in (10, 15, 20, 25, 30):
+  # Back before the choice: it is made again, from this start.
+  for later in range(chosen_at, 35, 5):
     shutil.rmtree(checkpoints / str(later))
   monkeypatch.setattr(time_budget, 'epochs_that_fit', choose(3))
   train.train_and_validate(config, str(tmp_path / 'budget'), 'off')

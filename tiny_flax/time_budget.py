@@ -3,18 +3,20 @@
 How many epochs fit in ten minutes depends on the hardware, and a time limit
 that stops a cosine schedule part-way ends it at a high learning rate, far
 from what the same minutes give when the schedule ends on time. With a
-budget the run trains its first epoch, inside the warmup (whose learning
-rates do not depend on the schedule's length), measures it, and sizes the
-schedule to the whole epochs that fit what is left of the budget, at most
-config.num_epochs. The length is a value of the optimizer state
-(optim.for_training): it changes without a recompilation, and every later
-checkpoint holds it, so a resumed run keeps it. A run restarted before its
-first epoch ended measures that epoch afresh.
+budget the run measures an epoch while its learning rates do not yet depend
+on the schedule's length (inside the warmup), and sizes the schedule to the
+whole epochs that fit what is left of the budget, at most config.num_epochs.
+The length is a value of the optimizer state (optim.for_training): it
+changes without a recompilation, and every later checkpoint holds it, so a
+resumed run keeps it; a run restarted before the choice makes it afresh.
 
-Later epochs are taken to cost what the first one's steps after the
-compiling call did, plus a validation pass (its step compiled beforehand).
-On the tf.data path the first epoch also decodes the training images into
-tf.data's cache, so the estimate errs short there.
+The measured epoch is the second where the schedule allows (two warmup
+epochs, or a schedule whose rates never depend on the length): by then
+everything is compiled (a GPU's second form of the step, the metric merges)
+and tf.data's cache holds the decoded images. Otherwise it is the first:
+its validation step is compiled beforehand and its training timed from the
+end of the first (compiling) call, and whatever else it compiles or decodes
+makes the estimate err short.
 """
 
 from absl import logging
@@ -51,24 +53,34 @@ def check(config):
         f'{config.schedule.warmup_epochs}).')
 
 
-def epochs_that_fit(budget_s, elapsed_s, epoch_s, max_epochs):
-  """Whole epochs in the run: the first, which `elapsed_s` includes, and as
-  many more of `epoch_s` each as end within `budget_s`; 1 to `max_epochs`."""
+def decision_epoch(config):
+  """The epoch after which the run is sized: the second, or the first where
+  a cosine schedule's rates depend on the length from the second epoch on."""
+  early = (config.schedule.name == 'warmup_cosine'
+           and config.schedule.warmup_epochs < 2)
+  return 1 if early or config.num_epochs < 2 else 2
+
+
+def epochs_that_fit(budget_s, elapsed_s, epoch_s, max_epochs, done_epochs):
+  """Whole epochs in the run: the `done_epochs` that `elapsed_s` includes,
+  and as many more of `epoch_s` each as end within `budget_s`; at most
+  `max_epochs`."""
   more = int((budget_s - elapsed_s) // epoch_s) if epoch_s > 0 else max_epochs
-  return max(1, min(max_epochs, 1 + more))
+  return max(done_epochs, min(max_epochs, done_epochs + more))
 
 
-def decide(config, train_s, validation_s, elapsed_s):
-  """The run's epochs, from its first epoch's measures: `train_s` and
-  `validation_s` an epoch, `elapsed_s` since the trainer started. By process
-  0's clock, the same in every process."""
+def decide(config, epoch_s, elapsed_s):
+  """The run's epochs, after `decision_epoch`: `epoch_s` an epoch (training,
+  validation and checkpoint), `elapsed_s` since the trainer started. By
+  process 0's clock, the same in every process."""
+  done = decision_epoch(config)
   epochs = epochs_that_fit(60 * config.time_budget_minutes, elapsed_s,
-                           train_s + validation_s, config.num_epochs)
+                           epoch_s, config.num_epochs, done)
   epochs = int(multihost_utils.broadcast_one_to_all(np.int32(epochs)))
   message = (f'Time budget of {config.time_budget_minutes:g} minutes, '
-             f'{elapsed_s:.0f} s spent: {epochs} epochs of at most '
-             f'{config.num_epochs} (an epoch trains in {train_s:.1f} s and '
-             f'validates in {validation_s:.1f} s).')
+             f'{elapsed_s:.0f} s spent in {done} epoch(s) of {epoch_s:.1f} s '
+             f'each from now on: {epochs} epochs of at most '
+             f'{config.num_epochs}.')
   if epochs > config.schedule.warmup_epochs:
     logging.info(message)
   else:

@@ -199,14 +199,15 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   if start_step == 0 and config.init_from:
     state = _init_from_torchvision(config, state)
   learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
-  budget_s = (60 * config.time_budget_minutes if time_budget.active(config)
-              else 0)
-  if budget_s and start_step >= steps_per_epoch:  # sized by its first epoch
+  # The step after which a time budget sizes the run (0: none).
+  sizing_step = (time_budget.decision_epoch(config) * steps_per_epoch
+                 if time_budget.active(config) else 0)
+  if sizing_step and start_step >= sizing_step:  # sized by an earlier start
     num_steps = int(state.opt_state.hyperparams['schedule_steps'])
     intervals = intervals._replace(num_steps=num_steps)
     learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch,
                                                     num_steps)
-    logging.info('Sized to %d epochs by its first epoch and the time budget.',
+    logging.info('Sized to %d epochs by the time budget.',
                  num_steps // steps_per_epoch)
 
   # TensorBoard, progress bars, signals.
@@ -240,12 +241,13 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   del state  # the runner's replicated copy is the one that trains
   last_finite = {}  # step and training loss of the last finite log
   first_call_s = validation_s = 0.0
-  if budget_s and start_step < steps_per_epoch:
+  if sizing_step == steps_per_epoch and start_step < sizing_step:
     # Setup time, so that the first epoch's validation, which sizes the run,
     # takes what each later one will.
     compile_started += _prepare_validation(compiled.eval_step, runner.state,
                                            dataset.eval_batches, par)
   first_call_steps, loop_started = 0, time.perf_counter()
+  validated = None  # when this process's last validation ended
 
   try:
     step = start_step
@@ -288,14 +290,18 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
         logging.info('Step %d: %s (validation %.1f s)', step, metrics, elapsed)
         _check_finite(step, {'val_loss': metrics['val_loss']}, last_finite,
                       checkpoints)
-        if budget_s and step == steps_per_epoch:  # size the run to the budget
-          timed_steps = step - start_step - first_call_steps
-          step_s = ((started - loop_started) / timed_steps if timed_steps
-                    # Resumed at the epoch's end: compilation included.
-                    else first_call_s / first_call_steps)
+        if step == sizing_step:  # size the run to the time budget
+          now = time.perf_counter()
+          if validated is not None:  # a whole epoch seen by this process
+            epoch_s = now - validated
+          else:
+            timed_steps = step - start_step - first_call_steps
+            epoch_s = elapsed + steps_per_epoch * (
+                (started - loop_started) / timed_steps if timed_steps
+                # Resumed at the epoch's end: compilation included.
+                else first_call_s / first_call_steps)
           num_steps = steps_per_epoch * time_budget.decide(
-              config, step_s * steps_per_epoch, elapsed,
-              time.perf_counter() - run_started)
+              config, epoch_s, now - run_started)
           runner.state = runner.state.replace(
               opt_state=optim.with_schedule_steps(
                   runner.state.opt_state, par.replicate(np.int32(num_steps))))
@@ -306,6 +312,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
               num_steps, writer, tensorflow=platform.tensorflow)
           bars = progress.EpochBars(steps_per_epoch, num_steps,
                                     config.batch_size, mode=bars_mode)
+        validated = time.perf_counter()
       if todo.save or (todo.save_if_due and timer.due()):
         checkpointing.save(checkpoints, step, par.unreplicate(runner.state),
                            metrics)
