@@ -42,6 +42,8 @@ def row(label, metrics, log_text, reach):
   epochs = f"{curves['epoch'][-1]:g}" if curves['epoch'] else '0'
   if config.get('num_train_steps', 0) <= 0:
     epochs += f" of {config['num_epochs']}"
+    if config.get('time_budget_minutes', 0) > 0:  # the rest did not fit
+      epochs += f" ({config['time_budget_minutes']:g}-minute budget)"
   reached = next((index for index, value in enumerate(top1)
                   if value is not None and value >= reach), None)
   if reached is None:

@@ -24,6 +24,13 @@ def test_the_first_epoch_at_the_target_and_the_last_speed():
       '11000', 'epoch 3, 110 s']
 
 
+def test_a_time_budget_is_named_beside_the_epochs():
+  metrics = _metrics(config={'num_epochs': 4, 'num_train_steps': -1,
+                             'time_budget_minutes': 10.0})
+  assert results_table.row('run', metrics, '', 0.5)[2] == (
+      '3 of 4 (10-minute budget)')
+
+
 def test_a_moving_average_is_judged_by_its_own_top1():
   cells = results_table.row('run', _metrics(weights='ema'), '', 0.5)
   assert cells[4] == 'step 300, moving average'
