@@ -77,10 +77,10 @@ def decide(config, epoch_s, elapsed_s):
   epochs = epochs_that_fit(60 * config.time_budget_minutes, elapsed_s,
                            epoch_s, config.num_epochs, done)
   epochs = int(multihost_utils.broadcast_one_to_all(np.int32(epochs)))
-  message = (f'Time budget of {config.time_budget_minutes:g} minutes, '
-             f'{elapsed_s:.0f} s spent in {done} epoch(s) of {epoch_s:.1f} s '
-             f'each from now on: {epochs} epochs of at most '
-             f'{config.num_epochs}.')
+  message = (f'Time budget of {config.time_budget_minutes:g} minutes: '
+             f'{elapsed_s:.0f} s spent by the end of epoch {done}, '
+             f'{epoch_s:.1f} s an epoch from here: {epochs} of at most '
+             f'{config.num_epochs} epochs.')
   if epochs > config.schedule.warmup_epochs:
     logging.info(message)
   else:
