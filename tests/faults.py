@@ -11,7 +11,10 @@ FAULT:N is one of
   full_disk:N        from the checkpoint of step N on, no file may grow past
                      FULL_DISK_BYTES (RLIMIT_FSIZE): checkpoint writes fail
                      with EFBIG, as on a full disk (the TensorBoard image
-                     grid shrinks to one pixel to stay below it).
+                     grid shrinks to one pixel to stay below it);
+  budget_spent_in:N  process N's clock reads the whole time budget spent
+                     when the run is sized (config.time_budget_minutes), so
+                     that its own choice would differ from process 0's.
 """
 
 import os
@@ -20,10 +23,12 @@ import signal
 import sys
 
 from absl import app
+import jax
 
 from tiny_flax import checkpointing
 from tiny_flax import main
 from tiny_flax import progress
+from tiny_flax import time_budget
 from tiny_flax import train
 
 # Below the larger data files of every checkpoint: orbax spreads the smoke
@@ -90,6 +95,17 @@ def full_disk(step):
 
   checkpointing.save = save_on_a_full_disk
   train.image_grid = lambda images: images[0, :1, :1].astype('float32')
+
+
+def budget_spent_in(index):
+  decide = time_budget.decide
+
+  def decide_late(config, epoch_s, elapsed_s):
+    if jax.process_index() == index:
+      elapsed_s = 60 * config.time_budget_minutes
+    return decide(config, epoch_s, elapsed_s)
+
+  time_budget.decide = decide_late
 
 
 if __name__ == '__main__':

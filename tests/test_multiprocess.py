@@ -142,6 +142,26 @@ def test_two_processes_train_from_device_memory_as_one(fake_config,
                              _validation(result.stderr), atol=1e-4)
 
 
+def test_two_processes_size_a_time_budget_by_process_0s_clock(
+    fake_config, fake_builder, tmp_path):
+  """Process 1's clock reads the budget spent when the run is sized: alone it
+  would stop after the measured epoch, but both train the 3 epochs that
+  process 0 chose, and end together."""
+  del fake_builder  # prepared once for the session
+  workdir = tmp_path / 'run'
+  command = _command(str(workdir), fake_config, '--config.num_epochs=3',
+                     '--config.time_budget_minutes=10',
+                     '--config.schedule.warmup_epochs=1', batch_size=80)
+  command[1:3] = ['tests/faults.py', 'budget_spent_in:1']
+  pair = _start_pair(command, tmp_path / 'budget')
+  logs = _wait(pair, tmp_path / 'budget')
+  for process, log in zip(pair, logs):
+    assert process.returncode == 0, log[-3000:]
+    assert '3 of at most 3 epochs' in log, log[-3000:]
+  assert '600 s spent by the end of epoch 1' in logs[1]  # the fault acted
+  assert check_resume.final_checkpoint(str(workdir))[0] == 30  # 10 an epoch
+
+
 def _wait_for_step(process, log_path, step):
   while f'[{step}] learning_rate' not in log_path.read_text():
     assert process.poll() is None, f'the process ended before step {step}'
