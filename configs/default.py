@@ -103,7 +103,9 @@ def get_config():
   config.half_dtype = 'auto'
   # Convolution and max-pool forms: 'auto' takes tiny_flax/platform/cpu_kernels.py
   # on the CPU backend (faster there), its max pool on GPUs, and XLA's ops
-  # elsewhere (tiny_flax/platform/backend.py); 'xla' | 'cpu'.
+  # elsewhere (tiny_flax/platform/backend.py); 'xla' | 'cpu' | 'space_to_depth'
+  # ('auto' with the stems' strided convolutions on stride^2 x 3 channels,
+  # tiny_flax/platform/space_to_depth.py; slower on the CPU, a GPU candidate).
   config.kernels = 'auto'
   config.seed = 0
   config.checkpoints_to_keep = 3

@@ -19,8 +19,9 @@ import jax.numpy as jnp
 from tiny_flax import errors
 from tiny_flax.models import layers
 from tiny_flax.platform import cpu_kernels
+from tiny_flax.platform import space_to_depth
 
-KERNEL_CHOICES = ('auto', 'xla', 'cpu')
+KERNEL_CHOICES = ('auto', 'xla', 'cpu', 'space_to_depth')
 ON_DEVICE_CHOICES = ('auto', 'true', 'false')
 HALF_DTYPE_CHOICES = ('auto', 'bfloat16', 'float16')
 
@@ -182,12 +183,18 @@ def kernels(choice='auto'):
   """The models' convolution and max pool for `config.kernels`.
 
   'xla': XLA's ops; 'cpu': the forms of cpu_kernels.py; 'auto': 'cpu' on the
-  CPU backend, GPU_KERNELS on GPUs, else 'xla'.
+  CPU backend, GPU_KERNELS on GPUs, else 'xla'; 'space_to_depth': 'auto's
+  forms with the stems' strided convolutions as space-to-depth
+  (space_to_depth.py).
   """
   if choice not in KERNEL_CHOICES:
     raise errors.UserError(
         f'config.kernels must be one of {", ".join(KERNEL_CHOICES)}, '
         f'got {choice!r}.')
+  if choice == 'space_to_depth':
+    forms = kernels('auto')
+    return dataclasses.replace(forms, conv_general_dilated=space_to_depth.wrap(
+        forms.conv_general_dilated))
   if choice == 'cpu' or (choice == 'auto' and on_cpu()):
     return cpu_kernels.KERNELS
   if choice == 'auto' and jax.default_backend() == 'gpu':
