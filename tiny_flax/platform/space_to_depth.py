@@ -1,14 +1,14 @@
 """Strided convolutions of few-channel inputs (the stems) as space-to-depth.
 
 A stem reads the 3-channel image: AlexNet's 11x11 stride-4 convolution,
-ResNet's 7x7 stride 2, ShuffleNet's 3x3 stride 2. Three channels fill a GPU's
-tensor cores poorly (cuDNN pads them to 8). The same convolution on the
-image cut into stride x stride blocks, each block's pixels as channels, is a
-stride-1 convolution over stride^2 x 3 channels with a kernel of
-ceil(k / stride) taps a side (the kernel zero-padded to whole blocks), as
-MLPerf's ResNet-50 does on TPUs. The arithmetic is the same products summed
-in another order; tests/test_space_to_depth.py compares values and
-gradients with lax.conv_general_dilated.
+ResNet's 7x7 stride 2, ShuffleNet's 3x3 stride 2. Three channels fill a
+GPU's tensor cores poorly (XLA pads them to 8 for cuDNN). The same
+convolution on the image cut into stride x stride blocks, each block's
+pixels as channels, is a stride-1 convolution over stride^2 x 3 channels
+with a kernel of ceil(k / stride) taps a side (the kernel zero-padded to
+whole blocks), as MLPerf's ResNet-50 does on TPUs. The arithmetic is the
+same products summed in another order; tests/test_space_to_depth.py
+compares values and gradients with lax.conv_general_dilated.
 
 `wrap(conv)` applies it where it fits and leaves every other convolution to
 `conv`; config.kernels='space_to_depth' (backend.kernels) wraps the forms
