@@ -26,7 +26,19 @@ from tiny_flax.models import layers
 #   pixels it reads. XLA's convolution also multiplies the zero padding,
 #   most of the work on a 2x2 map; on larger maps it is the faster form.
 TAP_MATMULS_MAX_OUTPUT_PIXELS = 16
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def explicit_nhwc(lhs, rhs, padding, lhs_dilation, rhs_dilation,
+                  dimension_numbers):
+  """Whether a convolution is NHWC x HWIO with explicit padding and no
+  dilation: the calls that the written-out forms may take."""
+  def undilated(dilation):
+    return dilation is None or set(dilation) == {1}
+  return (not isinstance(padding, str)
+          and undilated(lhs_dilation) and undilated(rhs_dilation)
+          and dimension_numbers == lax.conv_dimension_numbers(
+              lhs.shape, rhs.shape, NHWC))
 
 
 def _output_size(padded_size, window, stride):
@@ -108,13 +120,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
                          feature_group_count=1, precision=None):
   """lax.conv_general_dilated, in the fastest form for its shape on XLA:CPU."""
-  def undilated(dilation):
-    return dilation is None or set(dilation) == {1}
   kernel_h, kernel_w, group_in, out_channels = rhs.shape
-  if (not isinstance(padding, str)
-      and undilated(lhs_dilation) and undilated(rhs_dilation)
-      and dimension_numbers == lax.conv_dimension_numbers(
-          lhs.shape, rhs.shape, _NHWC)):
+  if explicit_nhwc(lhs, rhs, padding, lhs_dilation, rhs_dilation,
+                   dimension_numbers):
     padding = tuple(tuple(p) for p in padding)
     if kernel_h == kernel_w == 1 and feature_group_count == 1:
       (_, x), = _strided_windows(lhs, 1, 1, window_strides, padding)

@@ -20,10 +20,11 @@ it is a candidate still to be measured.
 from jax import lax
 import jax.numpy as jnp
 
+from tiny_flax.platform import cpu_kernels
+
 # Inputs with at most this many channels and a stride above 1 are rearranged:
 # the images (3); every later layer has 24 or more.
 MAX_IN_CHANNELS = 4
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 def _to_blocks(x, stride):
@@ -63,7 +64,7 @@ def conv(lhs, rhs, stride, padding, precision=None,
   x, kernel = _to_blocks(x, stride), _kernel_to_blocks(kernel, stride)
   result = inner(x, kernel, (1, 1), ((0, 0), (0, 0)),
                  dimension_numbers=lax.conv_dimension_numbers(
-                     x.shape, kernel.shape, _NHWC),
+                     x.shape, kernel.shape, cpu_kernels.NHWC),
                  precision=precision)
   assert result.shape[1:3] == (out_h, out_w), (result.shape, out_h, out_w)
   return result
@@ -77,14 +78,11 @@ def wrap(inner=lax.conv_general_dilated):
                            lhs_dilation=None, rhs_dilation=None,
                            dimension_numbers=None, feature_group_count=1,
                            precision=None):
-    undilated = all(d is None or set(d) == {1}
-                    for d in (lhs_dilation, rhs_dilation))
     strides = set(window_strides)
-    if (not isinstance(padding, str) and undilated
+    if (cpu_kernels.explicit_nhwc(lhs, rhs, padding, lhs_dilation,
+                                  rhs_dilation, dimension_numbers)
         and feature_group_count == 1 and len(strides) == 1
-        and strides != {1} and lhs.shape[-1] <= MAX_IN_CHANNELS
-        and dimension_numbers == lax.conv_dimension_numbers(
-            lhs.shape, rhs.shape, _NHWC)):
+        and strides != {1} and lhs.shape[-1] <= MAX_IN_CHANNELS):
       return conv(lhs, rhs, strides.pop(), [tuple(p) for p in padding],
                   precision, inner)
     return inner(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
