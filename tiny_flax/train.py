@@ -9,7 +9,6 @@ import functools
 import itertools
 import math
 import sys
-import time
 from typing import Callable, Iterator, NamedTuple
 
 from absl import logging
@@ -30,6 +29,7 @@ from tiny_flax import parallel
 from tiny_flax import preemption
 from tiny_flax import profiling
 from tiny_flax import progress
+from tiny_flax import run_clock
 from tiny_flax import step_runner
 from tiny_flax import steps
 from tiny_flax import summaries
@@ -147,7 +147,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   Returns the process's exit code: 0, or 130 when Ctrl-C stopped the run
   (SIGTERM stops it with 0: the run is resumable, not failed).
   """
-  run_started = time.perf_counter()
+  clock = run_clock.RunClock()
   # The workdir, the platform's choices and every config value are checked
   # before minutes of data preparation.
   workdir_lib.check_workdir(workdir, config)
@@ -169,20 +169,13 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                               enabled=jax.process_index() == 0)
 
   # The dataset: its batches, its size, its class names.
-  started = time.perf_counter()
-  dataset = data.prepare(config, platform.input_on_device)
-  input_s = time.perf_counter() - started
-  logging.info('Input prepared in %.1f s.', input_s)
+  with clock.input():
+    dataset = data.prepare(config, platform.input_on_device)
+  logging.info('Input prepared in %.1f s.', clock.input_s)
   workdir_lib.save_class_names(workdir, dataset.class_names)
   steps_per_epoch = dataset.steps_per_epoch
   num_steps = (config.num_train_steps if config.num_train_steps > 0
                else config.num_epochs * steps_per_epoch)
-  intervals = loop_policy.Intervals(
-      num_steps, steps_per_epoch, config.log_every_steps,
-      config.checkpoint_every_steps)
-  hint = step_runner.alignment_hint(intervals, platform.steps_per_dispatch)
-  if hint:
-    logging.info(hint)
 
   # The state: fresh, or from the latest checkpoint.
   state = steps.create_train_state(
@@ -198,15 +191,13 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   start_step = int(state.step)
   if start_step == 0 and config.init_from:
     state = _init_from_torchvision(config, state)
-  learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch)
   # The step after which a time budget sizes the run (0: none).
   sizing_step = (time_budget.decision_epoch(config) * steps_per_epoch
                  if time_budget.active(config) else 0)
+  schedule_steps = None  # the schedule's length: config.num_epochs of steps
   if sizing_step and start_step >= sizing_step:  # sized by an earlier start
-    num_steps = int(state.opt_state.hyperparams['schedule_steps'])
-    intervals = intervals._replace(num_steps=num_steps)
-    learning_rate_fn = optim.learning_rate_schedule(config, steps_per_epoch,
-                                                    num_steps)
+    num_steps = schedule_steps = int(
+        state.opt_state.hyperparams['schedule_steps'])
     logging.info('Sized to %d epochs by the time budget.',
                  num_steps // steps_per_epoch)
 
@@ -220,15 +211,30 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                num_steps, steps_per_epoch, start_step, par.num_devices,
                par.kind, platform.steps_per_dispatch)
   bars_mode = progress_bars if jax.process_index() == 0 else 'off'
-  report_progress = summaries.report_progress(
-      num_steps, writer, tensorflow=platform.tensorflow)
-  bars = progress.EpochBars(steps_per_epoch, num_steps, config.batch_size,
-                            mode=bars_mode)
+
+  def for_length(length, schedule_length):
+    """What follows the run's length in steps, made again when a time budget
+    sizes it: the loop's events, the logged rates, the progress reports."""
+    return (loop_policy.Intervals(length, steps_per_epoch,
+                                  config.log_every_steps,
+                                  config.checkpoint_every_steps),
+            optim.learning_rate_schedule(config, steps_per_epoch,
+                                         schedule_length),
+            summaries.report_progress(length, writer,
+                                      tensorflow=platform.tensorflow),
+            progress.EpochBars(steps_per_epoch, length, config.batch_size,
+                               mode=bars_mode))
+
+  intervals, learning_rate_fn, report_progress, bars = for_length(
+      num_steps, schedule_steps)
+  hint = step_runner.alignment_hint(intervals, platform.steps_per_dispatch)
+  if hint:
+    logging.info(hint)
   stop = preemption.StopRequests(checkpoints)
   timer = preemption.CheckpointTimer(config.checkpoint_every_minutes)
 
   # The compiled steps, and the runner that dispatches them.
-  compile_started = time.perf_counter()
+  clock.first_call_begins()
   compiled = compile_input(config, dataset, par, train_step, start_step)
   writer.write_images(start_step, {
       'augmented_train_images': image_grid(compiled.first_images)[None]})
@@ -240,14 +246,12 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       compiled.train_steps)
   del state  # the runner's replicated copy is the one that trains
   last_finite = {}  # step and training loss of the last finite log
-  first_call_s = validation_s = 0.0
   if sizing_step == steps_per_epoch and start_step < sizing_step:
-    # Setup time, so that the first epoch's validation, which sizes the run,
-    # takes what each later one will.
-    compile_started += _prepare_validation(compiled.eval_step, runner.state,
-                                           dataset.eval_batches, par)
-  first_call_steps, loop_started = 0, time.perf_counter()
-  validated = None  # when this process's last validation ended
+    # So that the first epoch's validation, which sizes the run, takes what
+    # each later one will.
+    with clock.setup():
+      _prepare_validation(compiled.eval_step, runner.state,
+                          dataset.eval_batches, par)
 
   try:
     step = start_step
@@ -257,10 +261,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
         step += runner.step()
       if first == start_step + 1:
         jax.block_until_ready(runner.state)
-        first_call_s = time.perf_counter() - compile_started
-        first_call_steps, loop_started = step - start_step, time.perf_counter()
         logging.info('First train call, compilation included: %.1f s.',
-                     first_call_s)
+                     clock.first_call_ended(step - start_step))
         trace.start(step, num_steps)
       trace.after(step, runner.state)
       report_progress(step)
@@ -278,41 +280,25 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                       last_finite, checkpoints)
       metrics = None
       if todo.validate:
-        started = time.perf_counter()
-        with report_progress.timed('eval'):
+        with clock.validation(), report_progress.timed('eval'):
           metrics = _validate_epoch(compiled.eval_step, runner.state,
                                     dataset.eval_batches, par,
                                     with_ema=config.ema.decay > 0)
         metrics['epoch'] = step / steps_per_epoch
         writer.write_scalars(step, metrics)
-        elapsed = time.perf_counter() - started
-        validation_s += elapsed
-        logging.info('Step %d: %s (validation %.1f s)', step, metrics, elapsed)
+        logging.info('Step %d: %s (validation %.1f s)', step, metrics,
+                     clock.last_validation_s())
         _check_finite(step, {'val_loss': metrics['val_loss']}, last_finite,
                       checkpoints)
         if step == sizing_step:  # size the run to the time budget
-          now = time.perf_counter()
-          if validated is not None:  # a whole epoch seen by this process
-            epoch_s = now - validated
-          else:
-            timed_steps = step - start_step - first_call_steps
-            epoch_s = elapsed + steps_per_epoch * (
-                (started - loop_started) / timed_steps if timed_steps
-                # Resumed at the epoch's end: compilation included.
-                else first_call_s / first_call_steps)
           num_steps = steps_per_epoch * time_budget.decide(
-              config, epoch_s, now - run_started)
+              config, clock.epoch_s(step - start_step, steps_per_epoch),
+              clock.elapsed_s())
           runner.state = runner.state.replace(
               opt_state=optim.with_schedule_steps(
                   runner.state.opt_state, par.replicate(np.int32(num_steps))))
-          intervals = intervals._replace(num_steps=num_steps)
-          learning_rate_fn = optim.learning_rate_schedule(
-              config, steps_per_epoch, num_steps)
-          report_progress = summaries.report_progress(
-              num_steps, writer, tensorflow=platform.tensorflow)
-          bars = progress.EpochBars(steps_per_epoch, num_steps,
-                                    config.batch_size, mode=bars_mode)
-        validated = time.perf_counter()
+          intervals, learning_rate_fn, report_progress, bars = for_length(
+              num_steps, num_steps)
       if todo.save or (todo.save_if_due and timer.due()):
         checkpointing.save(checkpoints, step, par.unreplicate(runner.state),
                            metrics)
@@ -326,10 +312,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
         print(message, file=sys.stderr)
         break
     if step > start_step:
-      now = time.perf_counter()
-      _log_run_times(start_step, step, now - run_started, input_s,
-                     first_call_s, validation_s, now - loop_started,
-                     (step - start_step - first_call_steps) * config.batch_size)
+      clock.log_run(start_step, step, config.batch_size)
   finally:
     trace.stop(step)
     stop.restore_handlers()
@@ -342,28 +325,13 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   return stop.exit_code()
 
 
-def _log_run_times(start_step, step, total_s, input_s, first_call_s,
-                   validation_s, after_first_s, after_first_images):
-  """Where the run's wall time went; images/s of the steps after the first
-  (compiling) call, their logging and checkpoints included."""
-  training_s = after_first_s - validation_s
-  logging.info(
-      'Steps %d-%d in %.1f s: input %.1f s, setup %.1f s, first train call '
-      '(compilation included) %.1f s, validation %.1f s, later steps %.1f s '
-      'at %.0f images/s.', start_step + 1, step, total_s, input_s,
-      total_s - input_s - first_call_s - after_first_s, first_call_s,
-      validation_s, training_s, after_first_images / max(training_s, 1e-9))
-
-
 def _prepare_validation(eval_step, state, batches, par):
-  """Seconds to compile `eval_step` on the first batch and read the others
-  (which fills tf.data's cache of decoded images)."""
-  started = time.perf_counter()
+  """Compiles `eval_step` on the first batch and reads the others (which
+  fills tf.data's cache of decoded images)."""
   batches = iter(batches)
   jax.block_until_ready(eval_step(state, par.shard_batch(next(batches))))
   for _ in batches:
     pass
-  return time.perf_counter() - started
 
 
 def _validate_epoch(eval_step, state, batches, par, with_ema):
