@@ -12,6 +12,9 @@ FAULT:N is one of
                      FULL_DISK_BYTES (RLIMIT_FSIZE): checkpoint writes fail
                      with EFBIG, as on a full disk (the TensorBoard image
                      grid shrinks to one pixel to stay below it);
+  out_of_memory_after_step:N
+                     raise XLA's error of a device out of memory once
+                     training step N is dispatched;
   budget_spent_in:N  process N's clock reads the whole time budget spent
                      when the run is sized (config.time_budget_minutes), so
                      that its own choice would differ from process 0's.
@@ -52,6 +55,19 @@ def kill_after_step(step):
       _die()
 
   progress.EpochBars.update = update_then_die
+
+
+def out_of_memory_after_step(step):
+  update = progress.EpochBars.update
+
+  def update_then_fail(bars, current):
+    update(bars, current)
+    if current == step:
+      raise jax.errors.JaxRuntimeError(
+          'RESOURCE_EXHAUSTED: Out of memory while trying to allocate '
+          '8589934592 bytes.\nBufferAssignment OOM Debugging.')
+
+  progress.EpochBars.update = update_then_fail
 
 
 def kill_in_save(step):

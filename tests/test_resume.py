@@ -1,4 +1,5 @@
-"""Exact resume: a run killed three times and failed by a full disk ends as an uninterrupted one."""
+"""Exact resume: a run killed three times, out of device memory once and
+failed by a full disk ends as an uninterrupted one."""
 
 import os
 import re
@@ -37,7 +38,8 @@ def _flags(workdir, fake_config):
                          ids=['tf_data', 'on_device_2_steps_per_dispatch_ema_mixing'])
 def test_killed_three_times_and_a_full_disk_the_run_ends_bitwise_as_uninterrupted(
     input_flags, fake_config, fake_builder, tmp_path):
-  """Three SIGKILLs, then a full disk at the last checkpoint, then the end."""
+  """Three SIGKILLs, a device out of memory, then a full disk at the last
+  checkpoint, then the end."""
   del fake_builder  # prepared once for the session
   expected, killed = str(tmp_path / 'expected'), str(tmp_path / 'killed')
   flags = lambda workdir: _flags(workdir, fake_config) + input_flags
@@ -49,6 +51,17 @@ def test_killed_three_times_and_a_full_disk_the_run_ends_bitwise_as_uninterrupte
     assert result.returncode == -9, (point, result.stderr[-3000:])
   checkpoints = os.listdir(os.path.join(killed, 'checkpoints'))
   assert '20' not in checkpoints  # killed before the last epoch's checkpoint
+
+  # Out of device memory after the checkpoint of step 16: one line naming
+  # the fixes, the checkpoints kept.
+  result = conftest.run_python(['tests/faults.py', 'out_of_memory_after_step:18',
+                                *flags(killed)])
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert '16' in os.listdir(os.path.join(killed, 'checkpoints'))
+  assert re.search(r'error: The device ran out of memory \(RESOURCE_EXHAUSTED: '
+                   r'Out of memory while trying to allocate 8589934592 bytes'
+                   r'\)\. Lower --config\.batch_size', result.stderr), (
+                       result.stderr[-3000:])
 
   # The last checkpoint's files cannot grow: one clear error, nothing lost.
   result = conftest.run_python(['tests/faults.py', 'full_disk:20',
