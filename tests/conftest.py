@@ -13,6 +13,7 @@ try:
 except ImportError:
   pass
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,6 +69,18 @@ def fake_config(fake_manual_dir, tmp_path_factory):
 def fake_builder(fake_config):
   from tiny_flax.data import pipeline
   return pipeline.prepare(fake_config)
+
+
+def crop_offsets(padded, crops):
+  """The (top, left) at which each crop lies in `padded`; each must be one."""
+  height, width = crops[0].shape[:2]
+  windows = np.lib.stride_tricks.sliding_window_view(
+      padded, (height, width, 3))[:, :, 0]
+  found = []
+  for crop in crops:
+    [(top, left)] = np.argwhere((windows == crop).all(axis=(2, 3, 4)))
+    found.append((top, left))
+  return np.array(found)
 
 
 def run_python(args, env=None, timeout=600, cwd=REPO, repo_on_path=True,

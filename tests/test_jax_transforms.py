@@ -8,7 +8,9 @@ from scipy import stats
 import tensorflow as tf
 
 import conftest
+from tiny_flax import data
 from tiny_flax.data import jax_transforms
+from tiny_flax.data import pipeline
 from tiny_flax.data import resident
 from tiny_flax.data import transforms
 from tiny_flax.data import tf_transforms
@@ -66,6 +68,48 @@ def test_fallback_box_matches_tf():
     assert set(np.asarray(ours).tolist()) == {int(theirs)}
 
 
+@pytest.mark.parametrize('size, padding', [
+    (64, 4), (60, (1, 2, 3, 4)), ((48, 66), 1)])
+def test_random_crop_crops_the_tf_ops_padding_at_uniform_offsets(
+    images, size, padding):
+  """Each image of the batch at its own offset, uniform over the positions,
+  in the padded image of the tf op (torchvision's, tested there)."""
+  image = images[0]  # noise: each crop lies at one offset only
+  left, top, right, bottom = transforms.padding_sides('random_crop', padding)
+  whole = (64 + top + bottom, 64 + left + right)
+  padded = tf_transforms.random_crop(whole, padding)(
+      tf.constant(image), tf.constant([0, 0])).numpy()
+  batch = jnp.asarray(np.repeat(image[None], 600, axis=0))
+  crops = np.asarray(jax_transforms.random_crop(size, padding)(
+      batch, jax.random.key(7)))
+  height, width = (size, size) if isinstance(size, int) else size
+  assert crops.shape == (600, height, width, 3)
+  offsets = conftest.crop_offsets(padded, crops)
+  for axis, positions in enumerate((whole[0] - height + 1,
+                                    whole[1] - width + 1)):
+    counts = np.bincount(offsets[:, axis], minlength=positions)
+    assert len(counts) == positions and counts.all(), counts
+    if positions > 1:
+      assert stats.chisquare(counts).pvalue > 1e-3, counts
+
+
+@pytest.mark.parametrize('on_device', [True, False])
+def test_a_crop_larger_than_its_padded_image_is_refused_before_the_data(
+    fake_config, monkeypatch, on_device):
+  """Refused before either input path prepares anything."""
+  def prepared(config):
+    raise AssertionError('the data was prepared first')
+  monkeypatch.setattr(data, '_resident', prepared)
+  monkeypatch.setattr(pipeline, 'dataset', prepared)
+  config = fake_config.copy_and_resolve_references()
+  config.input.train = 'random_crop(72)|to_tensor'
+  with pytest.raises(transforms.PreprocessError, match='larger than the '
+                     'padded image, 64x64'):
+    data.prepare(config, on_device)
+  config.input.train = 'random_crop(72, padding=4)|to_tensor'
+  assert data.image_shape(config) == (64, 64, 3)
+
+
 def test_flip_rate_and_determinism(images):
   flip = jax_transforms.random_horizontal_flip()
   batch = jnp.asarray(np.repeat(images[:1], 2000, axis=0))
@@ -79,7 +123,7 @@ def test_flip_rate_and_determinism(images):
 
 def test_bad_transforms_fail_like_the_tf_ones():
   with pytest.raises(transforms.PreprocessError, match='Known ops'):
-    jax_transforms.build('random_crop(3)|to_tensor')
+    jax_transforms.build('random_rotation(3)|to_tensor')
 
 
 def test_index_batches_are_a_function_of_seed_and_epoch():

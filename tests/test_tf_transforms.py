@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 import tensorflow as tf
 
+import conftest
 from tiny_flax.data import tf_transforms
 
 torch = pytest.importorskip('torch')
@@ -113,6 +114,29 @@ def test_box_sampler_falls_back_to_the_central_crop():
   np.testing.assert_array_equal(boxes, expected)
 
 
+@pytest.mark.parametrize('size, padding', [
+    (64, 4), (56, 0), (64, (4, 2)), (60, (1, 2, 3, 4)), ((48, 66), 1)])
+def test_random_crop_is_torchvisions_crop_of_its_padded_image(
+    images, size, padding):
+  """Each output is torchvision's F.crop of its F.pad (fill 0) at one
+  offset, and the offsets are uniform over every position, as
+  RandomCrop.get_params draws them."""
+  image = images[-1]  # noise: each crop lies at one offset only
+  padded = np.asarray(functional.pad(Image.fromarray(image), padding))
+  op = tf_transforms.random_crop(size, padding)
+  crops = [op(tf.constant(image), tf.constant([5, i])).numpy()
+           for i in range(600)]
+  height, width = (size, size) if isinstance(size, int) else size
+  assert crops[0].shape == (height, width, 3)
+  offsets = conftest.crop_offsets(padded, crops)
+  for axis, positions in enumerate((padded.shape[0] - height + 1,
+                                    padded.shape[1] - width + 1)):
+    counts = np.bincount(offsets[:, axis], minlength=positions)
+    assert len(counts) == positions and counts.all(), counts
+    if positions > 1:
+      assert stats.chisquare(counts).pvalue > 1e-3, counts
+
+
 def test_flip_rate_is_one_half(images):
   flip = tf_transforms.random_horizontal_flip()
   image = tf.constant(images[-1])
@@ -130,7 +154,10 @@ def test_same_seed_same_output(images):
 
 
 @pytest.mark.parametrize('ops, message', [
-    ('random_crop(32)|to_tensor', 'Known ops'),
+    ('random_rotation(10)|to_tensor', 'Known ops'),
+    ('random_crop(32, padding=-1)|to_tensor', 'padding must be'),
+    ('random_crop(32, padding=(1, 2, 3))|to_tensor', 'padding must be'),
+    ('random_crop(0)|to_tensor', 'positive'),
     ('resize(0)|to_tensor', 'positive'),
     ('center_crop((3, -1))|to_tensor', 'positive'),
     ('random_resized_crop(-224)|to_tensor', 'positive'),

@@ -50,10 +50,11 @@ class Dataset:
 
 
 def image_shape(config):
-  """Shape of one evaluation image; checks both of the config's transforms."""
+  """Shape of one evaluation image; checks both of the config's transforms
+  on the dataset's images (a crop larger than its image is refused here)."""
   shape = jax.ShapeDtypeStruct((1,) + IMAGE_SHAPE, jax.numpy.uint8)
   key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-  jax_transforms.build(config.input.train)
+  jax.eval_shape(jax_transforms.build(config.input.train), shape, key)
   out = jax.eval_shape(jax_transforms.build(config.input.eval), shape, key)
   return tuple(out.shape[1:])
 
@@ -78,6 +79,7 @@ def prepare(config, on_device):
 
   `on_device`: the resident path, without TensorFlow; otherwise tf.data.
   """
+  image_shape(config)  # the transforms checked before minutes of preparation
   if on_device:
     return _resident(config)
   from tiny_flax.data import pipeline  # pylint: disable=g-import-not-at-top

@@ -112,6 +112,28 @@ def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
   return op
 
 
+@_register('random_crop')
+def random_crop(size, padding=0):
+  """torchvision's RandomCrop(size, padding), an offset per image."""
+  crop_h, crop_w = transforms.positive_size('random_crop', size)
+  left, top, right, bottom = transforms.padding_sides('random_crop', padding)
+
+  def op(images, key):
+    images = jnp.pad(images, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    batch, height, width, channels = images.shape
+    if height < crop_h or width < crop_w:  # torchvision's ValueError
+      raise transforms.PreprocessError(
+          f'random_crop: the crop {crop_h}x{crop_w} is larger than the padded '
+          f'image, {height}x{width}: lower its size or raise its padding.')
+    top_key, left_key = jax.random.split(key)
+    ys = jax.random.randint(top_key, (batch,), 0, height - crop_h + 1)
+    xs = jax.random.randint(left_key, (batch,), 0, width - crop_w + 1)
+    crop = lambda image, y, x: jax.lax.dynamic_slice(
+        image, (y, x, 0), (crop_h, crop_w, channels))
+    return jax.vmap(crop)(images, ys, xs)
+  return op
+
+
 @_register('resize')
 def resize(size):
   if isinstance(size, int):

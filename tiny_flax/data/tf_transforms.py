@@ -93,6 +93,27 @@ def center_crop(size):
   return op
 
 
+@register('random_crop')
+def random_crop(size, padding=0):
+  """torchvision's RandomCrop(size, padding): zero padding (fill 0,
+  padding_mode 'constant'), then a crop at a uniform offset. A crop larger
+  than the padded image is refused before training (data.image_shape)."""
+  crop_h, crop_w = transforms.positive_size('random_crop', size)
+  left, top, right, bottom = transforms.padding_sides('random_crop', padding)
+
+  def op(image, seed):
+    image = tf.pad(image, [[top, bottom], [left, right], [0, 0]])
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    top_seed, left_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
+    y = tf.random.stateless_uniform([], top_seed, 0, h - crop_h + 1,
+                                    dtype=tf.int32)
+    x = tf.random.stateless_uniform([], left_seed, 0, w - crop_w + 1,
+                                    dtype=tf.int32)
+    return image[y:y + crop_h, x:x + crop_w]
+  return op
+
+
 def sample_crop_box(height, width, seed, scale, ratio, attempts=10):
   """torchvision's RandomResizedCrop.get_params, all attempts drawn at once.
 

@@ -66,6 +66,19 @@ def positive_size(op, size):
   return sizes
 
 
+def padding_sides(op, padding):
+  """torchvision's `padding`: an int for every side, a (left/right,
+  top/bottom) pair, or (left, top, right, bottom); -> the four, >= 0."""
+  sides = (padding,) * 4 if isinstance(padding, int) else tuple(padding)
+  if len(sides) == 2:
+    sides = sides * 2
+  if len(sides) != 4 or not all(isinstance(s, int) and s >= 0 for s in sides):
+    raise PreprocessError(
+        f'{op}: padding must be an int >= 0, or 2 or 4 of them (left, top, '
+        f'right, bottom), got {padding!r}.')
+  return sides
+
+
 def check_crop_ranges(scale, ratio):
   if not 0 < scale[0] <= scale[1] or not 0 < ratio[0] <= ratio[1]:
     raise PreprocessError(
