@@ -45,6 +45,12 @@ def get_config():
   config.input.on_device = 'auto'
 
   config.batch_size = 128  # global, over all devices and processes
+  # Each device's batch computed in this many parts, one after another,
+  # their gradients summed into one update (gradient accumulation): for a
+  # batch that does not fit the device's memory, which then holds the
+  # activations of one part. BatchNorm normalises each part by its own
+  # statistics, as under PyTorch's gradient accumulation.
+  config.microbatches = 1
   config.num_epochs = 15
   config.num_train_steps = -1  # -1: num_epochs of steps
   # Minutes of wall time for the whole run, compilation and validation

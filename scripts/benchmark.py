@@ -9,7 +9,8 @@ For each model's config (configs/*.py: the PyTorch original's input size and
 optimizer), on whatever JAX sees: train images/s of tiny_flax and of the same
 torchvision model (eager, and torch.compile with --torch_compile), eval
 images/s, compile time, FLOPs per image, MFU against a matmul peak measured
-in this run, peak memory; with --resident, training from a split in device
+in this run, peak memory and the train step's temporary buffers (XLA's
+buffer assignment; --microbatches shrinks them); with --resident, training from a split in device
 memory. Data is synthetic (scripts/benchmark_input.py measures the input).
 The train step is measured in --rounds alternating tiny_flax and torch; the
 ratio is the median of the rounds' ratios. Each model runs in a new process,
@@ -44,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from tiny_flax import parallel
+from tiny_flax import steps
 from tiny_flax import throughput
 from tiny_flax.data import archive
 from tiny_flax.platform import backend
@@ -57,6 +59,9 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', None,
                                    'Global batch (default 64 on CPU, else 256).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', None,
                                    'Override every model\'s input size.')
+_MICROBATCHES = flags.DEFINE_integer(
+    'microbatches', 1, 'Each device\'s batch in this many parts, their '
+    'gradients summed (config.microbatches); PyTorch\'s step stays whole.')
 _QUICK = flags.DEFINE_bool('quick', False, 'Few steps: checks that it runs.')
 _STEPS = flags.DEFINE_integer(
     'steps', 20, 'Timed steps per measurement (--resident: whole log '
@@ -154,7 +159,8 @@ _COLUMNS = (  # (heading, result key, format)
     ('compile s', 'compile_s', '{:.1f}'), ('GFLOPs/img', 'gflops_per_img', '{:.3f}'),
     ('MFU', 'mfu', '{:.1%}'), ('resident img/s', 'resident_img_s', '{:.1f}'),
     ('device idle', 'device_idle_share', '{:.1%}'),
-    ('peak GB', 'peak_memory_gb', '{:.2f}'))
+    ('peak GB', 'peak_memory_gb', '{:.2f}'),
+    ('train step temp GB', 'train_temp_gb', '{:.2f}'))
 
 
 def print_table(results):
@@ -217,6 +223,7 @@ def main(argv):
   torch_timing = torch_timing if _TORCH.value else None
   name = _MODELS.value[0]
   config = original_config(name, half, _KERNELS.value)
+  config.microbatches = _MICROBATCHES.value
   config.log_every_steps = _LOG_EVERY_STEPS.value or config.log_every_steps
   platform = backend.resolve(config, resident_bytes=0)
   options_text = _COMPILER_OPTIONS.value[0]
@@ -228,6 +235,7 @@ def main(argv):
   par = parallel.Parallel(_PARALLELISM.value,
                           compiler_options=platform.compiler_options)
   par.check_batch_size(batch_size)
+  steps.check_microbatches(config.microbatches, batch_size // par.num_devices)
   dtype = jnp.dtype(platform.compute_dtype).name
   peak = throughput.matmul_peak(platform.compute_dtype,
                                 2 if _QUICK.value else 10,

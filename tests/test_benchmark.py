@@ -65,6 +65,26 @@ def test_resident_measurement_times_the_trainers_log_intervals(tmp_path,
   assert 0 <= result['device_idle_share'] < 1
 
 
+def test_microbatches_shrink_the_train_steps_buffers():
+  """XLA's temporary buffers of the compiled train step, as the benchmark
+  records them, with the batch in 1 and in 4 parts."""
+  from configs import smoke  # pylint: disable=g-import-not-at-top
+  from tiny_flax import parallel  # pylint: disable=g-import-not-at-top
+  from tiny_flax import throughput  # pylint: disable=g-import-not-at-top
+  from tiny_flax.platform import backend  # pylint: disable=g-import-not-at-top
+  config = smoke.get_config()
+  platform = backend.resolve(config, resident_bytes=0)
+  par = parallel.Parallel('shard_map')
+  temp = {}
+  for microbatches in (1, 4):
+    config.microbatches = microbatches
+    result, _ = throughput.measure_step(config, platform, par, 32,
+                                        (64, 64, 3), num_steps=1)
+    assert result['microbatches'] == microbatches
+    temp[microbatches] = result['train_temp_gb']
+  assert 0 < temp[4] < 0.6 * temp[1], temp
+
+
 def test_each_model_and_set_of_compiler_options_has_a_process_of_its_own(
     tmp_path):
   """An option XLA does not know is refused by name, and the set measured
@@ -137,7 +157,8 @@ def test_gpu_script_runs_a_subset_on_cpu_without_tensorflow(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads((out / 'resnet18.json').read_text())['resnet18']
   for key in ('tiny_flax_img_s', 'torch_img_s', 'eval_img_s', 'compile_s',
-              'gflops_per_img', 'mfu', 'peak_memory_gb', 'resident_img_s',
+              'gflops_per_img', 'mfu', 'peak_memory_gb', 'train_temp_gb',
+              'resident_img_s',
               'resident_device_img_s'):
     assert report[key] > 0, key
   assert 0 <= report['device_idle_share'] < 1

@@ -65,9 +65,10 @@ def _batch(size=16, seed=0):
           'label': rng.integers(0, 200, size=size).astype(np.int32)}
 
 
-def _run(par, state, batches):
+def _run(par, state, batches, microbatches=1):
   step = par.compile(functools.partial(
-      steps.train_step, dropout_key=jax.random.key(0)))
+      steps.train_step, dropout_key=jax.random.key(0),
+      microbatches=microbatches))
   state = par.replicate(state)
   collected = []
   for batch in batches:
@@ -115,6 +116,33 @@ def test_an_overflowing_step_is_skipped_and_halves_the_scale():
                        before.params)
   assert max(jax.tree.leaves(moved)) > 1e-4
   assert int(trained.step) == 2
+
+
+def test_one_overflowing_microbatch_skips_the_step_as_the_whole_would():
+  """One part of four beyond float16: the step is skipped and the scale
+  halves; every part finite at the growth interval, the scale doubles, as
+  for the shard computed at once."""
+  state = _scaled_state()
+  interval = int(state.dynamic_scale.growth_interval)
+  state = state.replace(dynamic_scale=state.dynamic_scale.replace(
+      fin_steps=jnp.asarray(interval, jnp.int32)))
+  par = parallel.Parallel('shard_map')
+  overflowing = _batch()
+  overflowing['image'][8:12] *= 1e6  # float16 ends at 65504
+  after, [metrics] = _run(par, state, [overflowing], microbatches=4)
+  assert float(metrics['skipped']) == 1.0
+  assert float(after.dynamic_scale.scale) == 2.0**15
+  assert int(after.dynamic_scale.fin_steps) == 0
+  jax.tree.map(np.testing.assert_array_equal, after.params,
+               jax.device_get(state.params))
+
+  grown = {}
+  for microbatches in (1, 4):
+    after, [metrics] = _run(par, state, [_batch()], microbatches)
+    assert float(metrics['skipped']) == 0.0
+    grown[microbatches] = (float(after.dynamic_scale.scale),
+                           int(after.dynamic_scale.fin_steps))
+  assert grown[4] == grown[1] == (2.0**17, 0)
 
 
 def test_float16_logits_reach_the_loss_in_float32():

@@ -125,6 +125,14 @@ def test_batch_not_divisible_by_devices(tmp_path, smoke_data):
   _assert_user_error(result, '12', '8 devices')
 
 
+def test_microbatches_that_do_not_divide_each_devices_batch(tmp_path,
+                                                           smoke_data):
+  result = _main(tmp_path, *smoke_data, '--config.batch_size=80',
+                 '--config.microbatches=3',
+                 env={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+  _assert_user_error(result, 'config.microbatches', '(40 images)', 'got 3')
+
+
 def test_negative_steps_per_dispatch(tmp_path, smoke_data):
   _assert_user_error(_main(tmp_path, *smoke_data,
                            '--config.steps_per_dispatch=-2'),

@@ -47,7 +47,7 @@ def test_mixup_blends_images_and_targets_by_lambda():
   mixed, share = mixing.mix_images(_draw(0.8, False, 0, 0, 4), images)
   np.testing.assert_allclose(mixed, 0.8 * images + 0.2 * images[::-1],
                              rtol=1e-6, atol=1e-6)
-  targets = mixing.mix_targets(share, labels, 5, smoothing=0.1)
+  targets = mixing.mix_targets(share, labels, labels[::-1], 5, smoothing=0.1)
   off = 0.1 / 5
   expected = np.full((4, 5), off)
   for i, label in enumerate([0, 1, 2, 3]):
@@ -133,7 +133,8 @@ def test_equal_to_timm_for_the_same_lambda_and_box(monkeypatch, mode,
                    torch.from_numpy(labels))
   ours, share = mixing.mix_images(_draw(lam, use_cutmix, *center, batch),
                                   jnp.asarray(images))
-  targets = mixing.mix_targets(share, jnp.asarray(labels), 10, 0.1)
+  targets = mixing.mix_targets(share, jnp.asarray(labels),
+                               jnp.asarray(labels)[::-1], 10, 0.1)
   np.testing.assert_allclose(ours, x.numpy().transpose(0, 2, 3, 1), atol=1e-6)
   np.testing.assert_allclose(targets, y.numpy(), atol=1e-6)
 

@@ -34,8 +34,9 @@ def _flags(workdir, fake_config):
 @pytest.mark.parametrize('input_flags', [
     [], ['--config.input.on_device=true', '--config.steps_per_dispatch=2',
          '--config.ema.decay=0.9', '--config.mixing.mixup_alpha=0.2',
-         '--config.mixing.cutmix_alpha=1.0', '--config.mixing.mode=elem']],
-                         ids=['tf_data', 'on_device_2_steps_per_dispatch_ema_mixing'])
+         '--config.mixing.cutmix_alpha=1.0', '--config.mixing.mode=elem',
+         '--config.microbatches=4']],
+                         ids=['tf_data', 'on_device_2_steps_per_dispatch_ema_mixing_microbatches'])
 def test_killed_three_times_and_a_full_disk_the_run_ends_bitwise_as_uninterrupted(
     input_flags, fake_config, fake_builder, tmp_path):
   """Three SIGKILLs, a device out of memory, then a full disk at the last
@@ -60,7 +61,7 @@ def test_killed_three_times_and_a_full_disk_the_run_ends_bitwise_as_uninterrupte
   assert '16' in os.listdir(os.path.join(killed, 'checkpoints'))
   assert re.search(r'error: The device ran out of memory \(RESOURCE_EXHAUSTED: '
                    r'Out of memory while trying to allocate 8589934592 bytes'
-                   r'\)\. Lower --config\.batch_size', result.stderr), (
+                   r'\)\. Compute each batch in parts', result.stderr), (
                        result.stderr[-3000:])
 
   # The last checkpoint's files cannot grow: one clear error, nothing lost.

@@ -3,6 +3,7 @@
 import functools
 import json
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -12,6 +13,7 @@ import pytest
 
 import conftest
 from tiny_flax import errors
+from tiny_flax import mixing as mixing_lib
 from tiny_flax.platform import backend
 from tiny_flax import models
 from tiny_flax import optim
@@ -177,3 +179,112 @@ def test_train_steps_move_nothing_between_host_and_device(kind):
       collected.append(metrics)
     merged = par.merge_metrics(collected)
   assert np.isfinite(merged.compute()['loss'])
+
+
+class _Linear(nn.Module):
+  """No BatchNorm, no dropout: splitting its batch changes no gradient."""
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    return nn.Dense(200)(images.reshape((images.shape[0], -1)))
+
+
+def _microbatch_step(par, microbatches, **kwargs):
+  return par.compile(functools.partial(
+      steps.train_step, dropout_key=jax.random.key(0),
+      microbatches=microbatches, **kwargs))
+
+
+@pytest.mark.parametrize('mixing', [
+    None, mixing_lib.Mixing(mixup_alpha=0.2, cutmix_alpha=1.0, mode='elem')],
+                         ids=['plain', 'mixed'])
+def test_microbatches_sum_to_the_whole_batchs_update(mixing):
+  """Four parts of a shard update as the shard at once, with smoothed and
+  mixed targets (each example mixed with its mirror across the whole shard,
+  images and labels: timm's, tests/test_mixing.py)."""
+  model, batch = _Linear(), _batch()
+  state = steps.TrainState.create(
+      apply_fn=model.apply, batch_stats={}, tx=optax.sgd(0.5, momentum=0.9),
+      params=model.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params'])
+  par = parallel.Parallel('shard_map')
+  fitted = par.replicate(state)  # so that the accuracies say something
+  for _ in range(5):
+    fitted, _ = _microbatch_step(par, 1)(fitted, par.shard_batch(batch))
+  state = par.unreplicate(fitted)
+  results = []
+  for microbatches in (1, 4):
+    step = _microbatch_step(par, microbatches, label_smoothing=0.1,
+                            mixing=mixing)
+    new, metrics = step(par.replicate(state), par.shard_batch(batch))
+    results.append((par.unreplicate(new).params,
+                    par.unreplicate(metrics).compute()))
+  (whole, whole_metrics), (parts, parts_metrics) = results
+  images, targets = batch['image'], optax.smooth_labels(
+      jax.nn.one_hot(batch['label'], 200), 0.1)
+  if mixing:  # the step's draw: its key for step 5 on device 0
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 5), 0)
+    images, share = mixing_lib.mix_images(mixing_lib.sample(
+        mixing, jax.random.fold_in(key, 1), 16, 32, 32), images)
+    targets = mixing_lib.mix_targets(share, batch['label'],
+                                     batch['label'][::-1], 200, 0.1)
+  expected_loss = optax.softmax_cross_entropy(
+      model.apply({'params': state.params}, images), targets).mean()
+  np.testing.assert_allclose(whole_metrics['loss'], expected_loss, rtol=1e-5)
+  moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), whole, state.params)
+  assert min(jax.tree.leaves(moved)) > 1e-3
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
+                                 atol=1e-6), parts, whole)
+  np.testing.assert_allclose(parts_metrics['loss'], whole_metrics['loss'],
+                             rtol=1e-6)
+  assert parts_metrics['accuracy'] == whole_metrics['accuracy'] > 0.5
+
+
+def test_each_microbatch_is_normalised_by_its_own_statistics_carried_on():
+  """Two parts: BatchNorm's running statistics updated by the first part,
+  then the second, and the mean of the parts' gradients, as PyTorch's
+  gradient accumulation computes them."""
+  state, batch = _state(learning_rate=0.05), _batch()
+  par = parallel.Parallel('shard_map')
+  new, _ = _microbatch_step(par, 2)(par.replicate(state), par.shard_batch(batch))
+  new = par.unreplicate(new)
+
+  model = models.create('resnet_tiny', 200)  # no collective: by hand
+
+  def loss(params, batch_stats, part):
+    logits, updates = model.apply(
+        {'params': params, 'batch_stats': batch_stats}, part['image'],
+        train=True, mutable=['batch_stats'])
+    return steps.cross_entropy(logits, part['label']).mean(), (
+        updates['batch_stats'])
+
+  batch_stats, grads = state.batch_stats, []
+  for half in (slice(0, 8), slice(8, 16)):
+    (_, batch_stats), part_grads = jax.value_and_grad(loss, has_aux=True)(
+        state.params, batch_stats, jax.tree.map(lambda x: x[half], batch))
+    grads.append(part_grads)
+  # SGD's first step with momentum: the learning rate times the gradient.
+  expected = jax.tree.map(lambda p, a, b: p - 0.05 * (a + b) / 2,
+                          state.params, *grads)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
+                                 atol=1e-6), new.batch_stats, batch_stats)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4,
+                                 atol=1e-6), new.params, expected)
+
+
+def test_microbatches_hold_one_parts_activations():
+  """The compiled step's temporary memory shrinks with the parts."""
+  par = parallel.Parallel('shard_map')
+  state, batch = par.replicate(_state()), par.shard_batch(_batch(64))
+  temp = {}
+  for microbatches in (1, 4):
+    compiled = _microbatch_step(par, microbatches).lower(state, batch).compile()
+    temp[microbatches] = compiled.memory_analysis().temp_size_in_bytes
+  assert temp[4] < 0.5 * temp[1], temp
+
+
+@pytest.mark.parametrize('microbatches', [0, 3])
+def test_microbatches_must_divide_each_devices_batch(microbatches):
+  with pytest.raises(errors.UserError, match=f'divide the batch of each '
+                     f'device \\(16 images\\), got {microbatches}'):
+    steps.check_microbatches(microbatches, 16)
+  steps.check_microbatches(4, 16)

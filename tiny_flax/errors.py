@@ -27,9 +27,11 @@ def out_of_memory(error):
   if not found:
     return None
   return UserError(
-      f'The device ran out of memory ({found[0].strip().rstrip(".")}). Lower --config.batch_size '
-      '(and the learning rate with it), or set --config.half_precision=true, '
-      'or keep the input on the host (--config.input.on_device=false); or '
+      f'The device ran out of memory ({found[0].strip().rstrip(".")}). '
+      'Compute each batch in parts (--config.microbatches=2, 4, ...), or '
+      'lower --config.batch_size (and the learning rate with it), or set '
+      '--config.half_precision=true, or keep the input on the host '
+      '(--config.input.on_device=false); or '
       'end the other process that holds the device (a notebook that '
       'imported JAX holds 75% of a GPU unless XLA_PYTHON_CLIENT_PREALLOCATE'
       '=false).')

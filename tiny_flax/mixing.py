@@ -117,7 +117,9 @@ def mix_images(draw, images):
   return mixed.astype(images.dtype), share
 
 
-def mix_targets(share, labels, num_classes, smoothing=0.0):
-  """timm's mixup_target: smoothed one-hots, mixed with the mirrored ones."""
-  targets = soft_targets(labels, num_classes, smoothing)
-  return targets * share[:, None] + targets[::-1] * (1.0 - share[:, None])
+def mix_targets(share, labels, partners, num_classes, smoothing=0.0):
+  """timm's mixup_target: smoothed one-hots, mixed with the partners' (the
+  labels mirrored, `labels[::-1]`, as `mix_images` mixes the images)."""
+  return (soft_targets(labels, num_classes, smoothing) * share[:, None]
+          + soft_targets(partners, num_classes, smoothing)
+          * (1.0 - share[:, None]))

@@ -31,9 +31,10 @@ ELAPSED_KEY = 'elapsed_s'
 
 
 # The training recipe, shown beside the result in report.md.
-RECIPE_KEYS = ('input.train', 'input.eval', 'batch_size', 'num_epochs',
-               'time_budget_minutes', 'optimizer', 'learning_rate', 'momentum',
-               'nesterov', 'weight_decay', 'schedule.name',
+RECIPE_KEYS = ('input.train', 'input.eval', 'batch_size', 'microbatches',
+               'num_epochs', 'time_budget_minutes', 'optimizer',
+               'learning_rate', 'momentum', 'nesterov', 'weight_decay',
+               'schedule.name',
                'schedule.warmup_epochs', 'label_smoothing',
                'mixing.mixup_alpha', 'mixing.cutmix_alpha', 'mixing.prob',
                'mixing.switch_prob', 'mixing.mode', 'ema.decay',

@@ -153,49 +153,114 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
   return optax.softmax_cross_entropy(logits, targets)
 
 
+def check_microbatches(microbatches, device_batch_size):
+  """Refuses a config.microbatches that does not split a device's batch."""
+  if microbatches < 1 or device_batch_size % microbatches:
+    raise errors.UserError(
+        f'config.microbatches must be >= 1 and divide the batch of each '
+        f'device ({device_batch_size} images), got {microbatches}.')
+
+
+def _gradients(state, loss_fn, examples, key, microbatches, axis_name):
+  """(dynamic scale, finite, logits, losses, batch statistics, gradients) of
+  the shard's mean loss, the gradients averaged over `axis_name`.
+
+  With `microbatches` > 1 the shard's parts run one after another, each
+  normalised by its own BatchNorm statistics (carried to the next part, as
+  PyTorch's gradient accumulation does), and the gradients of their shares
+  of the loss (`loss_fn` of a part) summed: the activations of one part are
+  in memory at a time. Under a loss scale, each part's gradients are
+  checked finite, and the step's new scale is the lowest of the parts'
+  (lowered if any overflowed).
+  """
+  scaled = isinstance(state, ScaledTrainState)
+
+  def part(batch_stats, examples, key):
+    if scaled:  # unscales the gradients, averages them, checks them finite
+      return state.dynamic_scale.value_and_grad(
+          loss_fn, has_aux=True, axis_name=axis_name)(
+              state.params, batch_stats, examples, key)
+    aux, grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch_stats, examples, key)
+    return None, True, aux, grads
+
+  if microbatches == 1:
+    dynamic_scale, finite, (_, (logits, losses, batch_stats)), grads = part(
+        state.batch_stats, examples, key)
+  else:
+    def accumulate(carry, xs):
+      batch_stats, total, finite, lowest = carry
+      dynamic_scale, part_finite, (_, (logits, losses, batch_stats)), grads = (
+          part(batch_stats, *xs))
+      if scaled:
+        lowest = jax.tree.map(jnp.minimum, lowest, dynamic_scale)
+      return ((batch_stats, jax.tree.map(jnp.add, total, grads),
+               finite & part_finite, lowest), (logits, losses))
+
+    split = lambda x: x.reshape((microbatches, -1) + x.shape[1:])
+    # Above any scale or count a part can return: the first part's replace it.
+    highest = (state.dynamic_scale.replace(
+        scale=jnp.asarray(jnp.inf, jnp.float32),
+        fin_steps=jnp.asarray(jnp.iinfo(jnp.int32).max, jnp.int32))
+               if scaled else None)
+    (batch_stats, grads, finite, dynamic_scale), (logits, losses) = (
+        jax.lax.scan(accumulate, (
+            state.batch_stats, jax.tree.map(jnp.zeros_like, state.params),
+            jnp.asarray(True), highest), (
+                jax.tree.map(split, examples),
+                jax.random.split(key, microbatches))))
+    logits = logits.reshape((-1,) + logits.shape[2:])
+    losses = losses.reshape(-1)
+  if not scaled and axis_name:
+    grads = jax.lax.pmean(grads, axis_name)
+  return dynamic_scale, finite, logits, losses, batch_stats, grads
+
+
 def train_step(state, batch, *, dropout_key, label_smoothing=0.0,
-               mixing=None, ema=None):
+               mixing=None, ema=None, microbatches=1):
   """One SGD step on this device's shard; gradients averaged over AXIS.
 
   `mixing`: a mixing.Mixing, applied to the shard before the forward pass.
   `ema`: (decay, warmup) of the moving average kept in `state.ema`.
+  `microbatches`: the shard computed in that many parts (`_gradients`).
   A ScaledTrainState's step scales the loss, and where a gradient overflows
   it keeps the weights, optimizer, statistics and average as they were and
   lowers the scale (flax's DynamicScale); the step count still advances.
   """
   key = jax.random.fold_in(jax.random.fold_in(dropout_key, state.step),
                            jax.lax.axis_index(AXIS))
-  images, share = batch['image'], None
+  # Each example with what its loss needs: its label, and where mixed its
+  # partner's label and its own share.
+  examples = {'image': batch['image'], 'label': batch['label']}
+  shard_size = batch['label'].shape[0]
   if mixing is not None and mixing.enabled:
     draw = mixing_lib.sample(mixing, jax.random.fold_in(key, 1),
-                             *images.shape[:3])
-    images, share = mixing_lib.mix_images(draw, images)
+                             *examples['image'].shape[:3])
+    examples['image'], examples['share'] = mixing_lib.mix_images(
+        draw, examples['image'])
+    examples['partner'] = batch['label'][::-1]
 
-  def loss_fn(params):
+  def loss_fn(params, batch_stats, examples, key):
     logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, images,
+        {'params': params, 'batch_stats': batch_stats}, examples['image'],
         train=True, mutable=['batch_stats'], rngs={'dropout': key})
     logits = logits.astype(jnp.float32)  # the softmax in float32
-    if share is None:
-      losses = cross_entropy(logits, batch['label'], label_smoothing)
+    if 'share' not in examples:
+      losses = cross_entropy(logits, examples['label'], label_smoothing)
     else:
       losses = optax.softmax_cross_entropy(logits, mixing_lib.mix_targets(
-          share, batch['label'], logits.shape[-1], label_smoothing))
-    return losses.mean(), (logits, losses, updates['batch_stats'])
+          examples['share'], examples['label'], examples['partner'],
+          logits.shape[-1], label_smoothing))
+    # The shard's mean, or a part's share of it: under a loss scale, a part's
+    # gradients in float16 are as large as the whole shard's would be.
+    return losses.sum() / shard_size, (logits, losses, updates['batch_stats'])
 
   # Over one device the mean is the identity, but XLA:CPU copies every
   # gradient for it (docs/performance.md).
   axis_name = AXIS if jax.lax.axis_size(AXIS) > 1 else None
   scaled = isinstance(state, ScaledTrainState)
-  if not scaled:
-    (_, (logits, losses, batch_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    if axis_name:
-      grads = jax.lax.pmean(grads, axis_name)
-  else:  # unscales the gradients, averages them and checks them finite
-    dynamic_scale, finite, (_, (logits, losses, batch_stats)), grads = (
-        state.dynamic_scale.value_and_grad(loss_fn, has_aux=True,
-                                           axis_name=axis_name)(state.params))
+  dynamic_scale, finite, logits, losses, batch_stats, grads = _gradients(
+      state, loss_fn, examples, key, microbatches, axis_name)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if ema is not None:
     decay = ema_decay(state.step, *ema)

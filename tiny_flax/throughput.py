@@ -107,11 +107,12 @@ def _initial_state(config, platform, image_shape):
 
 def _train_step_body(config):
   return functools.partial(steps.train_step, dropout_key=jax.random.key(0),
-                           label_smoothing=config.label_smoothing)
+                           label_smoothing=config.label_smoothing,
+                           microbatches=config.microbatches)
 
 
 def measure_step(config, platform, par, batch_size, image_shape, num_steps):
-  """Eval images/s, compile time, FLOPs; and a timer of the train step.
+  """Eval images/s, compile time, FLOPs, memory; and a train-step timer.
 
   The timer returns seconds per train step at each call, so that the caller
   can alternate it with PyTorch's. Data is synthetic and already on the
@@ -147,8 +148,12 @@ def measure_step(config, platform, par, batch_size, image_shape, num_steps):
                  lambda: jax.block_until_ready(outputs), num_steps)
   # Before torch shares the process (on CPU this is the process's RSS).
   memory_gb = peak_memory_gb()
+  buffers = train_step.memory_analysis()  # None where a backend has none
   return ({'eval_img_s': batch_size / eval_s, 'compile_s': compile_s,
-           'gflops_per_img': forward_flops / 1e9, 'peak_memory_gb': memory_gb},
+           'gflops_per_img': forward_flops / 1e9, 'peak_memory_gb': memory_gb,
+           'train_temp_gb': (buffers.temp_size_in_bytes / 1e9 if buffers
+                             else float('nan')),
+           'microbatches': config.microbatches},
           lambda: timed(step, sync, num_steps))
 
 

@@ -156,6 +156,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   par = parallel.Parallel(config.parallelism,
                           compiler_options=platform.compiler_options)
   par.check_batch_size(config.batch_size)
+  steps.check_microbatches(config.microbatches,
+                           config.batch_size // par.num_devices)
   model = steps.create_model(config, data.NUM_CLASSES, platform.kernels,
                              platform.compute_dtype, steps.AXIS)
   optim.check(config)
@@ -164,7 +166,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       steps.train_step, dropout_key=jax.random.key(config.seed + 1),
       label_smoothing=config.label_smoothing,
       mixing=mixing.from_config(config.mixing),
-      ema=steps.ema_settings(config.ema))
+      ema=steps.ema_settings(config.ema), microbatches=config.microbatches)
   trace = profiling.StepTrace(workdir, config.profile_steps,
                               enabled=jax.process_index() == 0)
 
