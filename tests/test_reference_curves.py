@@ -46,8 +46,8 @@ def read_rows(repo, source):
       epochs = cells[1:]
     for key, label in source['rows'].items():
       if cells[0] == label and key not in curves:
-        pairs = [(float(e), round(float(v) / 100, 6)) for e, v in zip(epochs, cells[1:])
-                 if v]
+        pairs = [(float(e), round(float(v) / 100, 6))
+                 for e, v in zip(epochs, cells[1:]) if v]
         curves.setdefault('epoch', [e for e, _ in pairs])
         if curves['epoch'] != [e for e, _ in pairs]:
           raise ValueError(f'{label}: other epochs than {curves["epoch"]}')
