@@ -8,9 +8,9 @@ events, no evaluation needed) or a metrics.json written by
 `tiny_flax.evaluate` or `scripts.train_torch_reference`, or one of
 docs/curves/ (the per-epoch tables of docs/results_checks.md). Prints a
 markdown table of validation top-1 per epoch, with each run's difference from
-the first and the largest such difference. `--x=seconds` plots the curves against
-seconds trained, for runs of different speeds (a GPU against a CPU, tiny_flax
-against PyTorch).
+the first and the largest such difference. `--x=seconds` plots the curves
+against seconds trained, for runs of different speeds (a GPU against a CPU,
+tiny_flax against PyTorch).
 """
 
 import os

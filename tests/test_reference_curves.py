@@ -46,12 +46,12 @@ def read_rows(repo, source):
       epochs = cells[1:]
     for key, label in source['rows'].items():
       if cells[0] == label and key not in curves:
-        pairs = [(float(e), round(float(v) / 100, 6))
-                 for e, v in zip(epochs, cells[1:]) if v]
-        curves.setdefault('epoch', [e for e, _ in pairs])
-        if curves['epoch'] != [e for e, _ in pairs]:
+        filled = [(float(e), round(float(v) / 100, 6))
+                  for e, v in zip(epochs, cells[1:]) if v]
+        row_epochs = [e for e, _ in filled]
+        if curves.setdefault('epoch', row_epochs) != row_epochs:
           raise ValueError(f'{label}: other epochs than {curves["epoch"]}')
-        curves[key] = [v for _, v in pairs]
+        curves[key] = [v for _, v in filled]
   missing = set(source['rows']) - set(curves)
   if missing:
     raise ValueError(f'{source}: no rows for {sorted(missing)}')
