@@ -56,7 +56,8 @@ def row(label, metrics, log_text, reach):
   speeds = _IMAGES_PER_S.findall(log_text)
   return [label, metrics['model'], epochs,
           f"{metrics['top1']:.2%} / {metrics['top5']:.2%}",
-          f"step {metrics['step']}" + (', moving average' if ema else ''),
+          f"step {metrics['step']}" + (', moving average' if ema else '')
+          + (', flip-averaged' if metrics.get('tta') == 'flip' else ''),
           '' if not elapsed or elapsed[-1] is None else f'{elapsed[-1]:.0f}',
           speeds[-1] if speeds else '', first]
 

@@ -40,6 +40,7 @@ def test_report_files(trained):
   with open(os.path.join(report_dir, 'metrics.json')) as f:
     metrics = json.load(f)
   assert metrics['images'] == 400 and metrics['step'] == 10
+  assert metrics['tta'] == 'none'
   assert 0 <= metrics['top1'] <= metrics['top5'] <= 1
   assert len(metrics['per_class']) == 200
   assert metrics['curves']['epoch'] == [1.0]
@@ -60,6 +61,23 @@ def test_report_files(trained):
   assert 'Recipe: input.train=random_horizontal_flip|to_tensor' in text
   assert any(n.startswith('events.out') for n in os.listdir(report_dir))
   assert 'Evaluating' in result.stderr  # the progress bar
+
+
+def test_flip_averaged_evaluation(trained):
+  """`--tta=flip` evaluates the same checkpoint on both mirror images and
+  says so; its loss is not the one validation logged for that step."""
+  workdir, _ = trained
+  result = conftest.run_python(['-m', 'tiny_flax.evaluate',
+                                f'--workdir={workdir}', '--tta=flip'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '(400 images, step 10, flip-averaged)' in result.stdout
+  with open(os.path.join(workdir, 'report', 'metrics.json')) as f:
+    metrics = json.load(f)
+  assert metrics['tta'] == 'flip' and metrics['images'] == 400
+  assert metrics['loss'] != pytest.approx(metrics['curves']['val_loss'][0],
+                                          rel=1e-4)
+  text = open(os.path.join(workdir, 'report', 'report.md')).read()
+  assert 'probabilities averaged with the mirror images' in text.splitlines()[0]
 
 
 def test_predict_on_files(trained, tmp_path):

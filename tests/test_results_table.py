@@ -37,6 +37,13 @@ def test_a_moving_average_is_judged_by_its_own_top1():
   assert cells[6:] == ['', 'epoch 2, 76 s']
 
 
+def test_a_flip_averaged_evaluation_says_so():
+  cells = results_table.row('run', _metrics(weights='ema', tta='flip'), '', 0.5)
+  assert cells[4] == 'step 300, moving average, flip-averaged'
+  assert results_table.row('run', _metrics(tta='none'), '', 0.5)[4] == (
+      'step 300')
+
+
 def test_a_target_missed_a_step_count_and_no_times():
   metrics = _metrics(config={'num_epochs': 4, 'num_train_steps': 250})
   del metrics['curves']['elapsed_s']

@@ -36,6 +36,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run.',
                                required=True)
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', 'best', 'best (by validation top-1), latest, or a step.')
+_TTA = flags.DEFINE_enum(
+    'tta', 'none', list(inference.TTA), 'Test-time augmentation: flip '
+    'averages the class probabilities of each image and its mirror image '
+    '(twice the compute; published figures are mostly without it).')
 
 
 def _image_batches(dataset):
@@ -63,8 +67,11 @@ def predict_validation(state, dataset, logits_fn):
   return np.concatenate(labels), np.concatenate(top5), np.concatenate(losses)
 
 
-def evaluate(config, workdir, which='best'):
-  """Writes WORKDIR/report/ for `config` (None: the recorded one); its metrics."""
+def evaluate(config, workdir, which='best', tta='none'):
+  """Writes WORKDIR/report/ for `config` (None: the recorded one); its metrics.
+
+  `tta`: a test-time augmentation of inference.TTA, named in the metrics.
+  """
   recorded = workdir_lib.load_config(workdir)
   if config is None:
     config = recorded
@@ -74,9 +81,10 @@ def evaluate(config, workdir, which='best'):
   dataset = data.prepare(config, platform.input_on_device)
   class_names = dataset.class_names
   labels, top5, losses = predict_validation(
-      state, dataset, inference.compile_logits(platform))
+      state, dataset, inference.compile_logits(platform, tta))
   metrics = {'model': config.model, 'step': step, 'images': int(len(labels)),
              'weights': 'ema' if config.ema.decay > 0 else 'trained',
+             'tta': tta,
              'top1': float(np.mean(top5[:, 0] == labels)),
              'top5': float(np.mean((top5 == labels[:, None]).any(axis=1))),
              'loss': float(np.mean(losses)),
@@ -107,10 +115,12 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   backend.use_compilation_cache()
   with errors.exit_on_user_error():
-    metrics = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
+    metrics = evaluate(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value,
+                       _TTA.value)
+  flipped = ', flip-averaged' if metrics['tta'] == 'flip' else ''
   print(f"top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
         f"loss {metrics['loss']:.4f}  ({metrics['images']} images, step "
-        f"{metrics['step']}); report in {_WORKDIR.value}/report")
+        f"{metrics['step']}{flipped}); report in {_WORKDIR.value}/report")
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 """A trained model back from its workdir, for evaluation and prediction."""
 
 import jax
+import jax.numpy as jnp
 
 from tiny_flax import checkpointing
 from tiny_flax import data
@@ -33,6 +34,19 @@ def restore(config, workdir, platform, which='best'):
   return state, step
 
 
-def compile_logits(platform):
-  """`logits(state, images)` in evaluation mode, compiled once per input shape."""
-  return jax.jit(steps.logits_step, compiler_options=platform.compiler_options)
+def flip_averaged_logits(state, images):
+  """Logits whose softmax is the average of the class probabilities of each
+  image and of its mirror image (test-time augmentation by a flip)."""
+  both = steps.logits_step(state, jnp.concatenate([images, images[:, :, ::-1]]))
+  log_probabilities = jax.nn.log_softmax(both).reshape(2, len(images), -1)
+  return jax.nn.logsumexp(log_probabilities, axis=0) - jnp.log(2.0)
+
+
+# Test-time augmentations by name: the `--tta` of evaluate and predict.
+TTA = {'none': steps.logits_step, 'flip': flip_averaged_logits}
+
+
+def compile_logits(platform, tta='none'):
+  """`logits(state, images)` in evaluation mode, compiled once per input
+  shape; `tta` names a test-time augmentation of TTA."""
+  return jax.jit(TTA[tta], compiler_options=platform.compiler_options)

@@ -27,6 +27,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of a trained run.',
                                required=True)
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', 'best', 'best (by validation top-1), latest, or a step.')
+_TTA = flags.DEFINE_enum(
+    'tta', 'none', list(inference.TTA), 'Test-time augmentation: flip '
+    'averages the probabilities of each image and its mirror image.')
 _TOP = 5
 
 
@@ -40,13 +43,13 @@ def load_image(path):
     return np.asarray(image)
 
 
-def predict(workdir, paths, which='best'):
+def predict(workdir, paths, which='best', tta='none'):
   """Yields (path, [(wnid, name, probability)] or an error message)."""
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
   platform = backend.resolve(config, resident_bytes=0)  # no splits here
   state, _ = inference.restore(config, workdir, platform, which)
-  logits_fn = inference.compile_logits(platform)
+  logits_fn = inference.compile_logits(platform, tta)
   preprocess = jax.jit(jax_transforms.build(config.input.eval))
   for path in paths:
     try:
@@ -67,7 +70,8 @@ def main(argv):
   backend.use_compilation_cache()
   failures = 0
   with errors.exit_on_user_error():
-    for path, result in predict(_WORKDIR.value, paths, _CHECKPOINT.value):
+    for path, result in predict(_WORKDIR.value, paths, _CHECKPOINT.value,
+                                _TTA.value):
       if isinstance(result, str):
         failures += 1
         print(f'{path}: error: {result}', file=sys.stderr)

@@ -303,11 +303,14 @@ def markdown(metrics, curves, rows, pairs, class_names, figures):
   confused += [f'| {class_names[t][0]} {class_names[t][1]} | '
                f'{class_names[p][0]} {class_names[p][1]} | {n} |'
                for (t, p), n in pairs]
-  weights = (', moving-average weights' if metrics.get('weights') == 'ema'
-             else '')
+  how = ''  # what the figures are of, beside the checkpoint's step
+  if metrics.get('weights') == 'ema':
+    how += ', moving-average weights'
+  if metrics.get('tta') == 'flip':
+    how += ', probabilities averaged with the mirror images'
   parts = [
       f"# Evaluation of {metrics['model']} (checkpoint of step "
-      f"{metrics['step']}{weights})",
+      f"{metrics['step']}{how})",
       '| top-1 | top-5 | loss | images |\n|---|---|---|---|\n'
       f"| {metrics['top1']:.4f} | {metrics['top5']:.4f} | "
       f"{metrics['loss']:.4f} | {metrics['images']} |",
