@@ -80,6 +80,9 @@ def test_smoke_run_stops_resumes_and_learns(tmp_path, smoke_data):
        '--config.num_train_steps=62'], cwd=tmp_path)
   assert first.returncode == 0, first.stderr[-3000:]
   assert 'Workdir: runs/smoke (the same command resumes it)' in first.stderr
+  assert ('Trained to step 62 of 62. Its report (curves, the most and least '
+          'misclassified classes): python -m tiny_flax.evaluate '
+          '--workdir=runs/smoke') in first.stderr
   workdir = str(tmp_path / 'runs' / 'smoke')
   assert _steps_saved(workdir) == [62]
   assert 62 in _scalars(workdir)['val_top1']

@@ -58,7 +58,7 @@ def test_sigterm_mid_epoch_saves_that_step_and_the_same_command_resumes(
   process.send_signal(signal.SIGTERM)
   rest = process.stderr.read()
   assert process.wait(timeout=120) == 0, rest[-3000:]
-  assert 'resume with the same command' in rest
+  assert 'resume with the same command' in rest and 'Trained to' not in rest
   stopped = _steps_saved(workdir)[-1]
   assert 3 <= stopped < 10
   assert _steps_saved(workdir) == list(range(1, stopped + 1))
@@ -67,6 +67,7 @@ def test_sigterm_mid_epoch_saves_that_step_and_the_same_command_resumes(
                                                PYTHONPATH=conftest.REPO))
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'from step {stopped}' in resumed.stderr
+  assert 'Trained to step 10 of 10.' in resumed.stderr
   assert _steps_saved(workdir)[-1] == 10
 
 

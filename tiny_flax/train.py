@@ -315,6 +315,10 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
         break
     if step > start_step:
       clock.log_run(start_step, step, config.batch_size)
+    if step >= num_steps and jax.process_index() == 0:
+      print(f'Trained to step {step} of {num_steps}. Its report (curves, the '
+            'most and least misclassified classes): python -m '
+            f'tiny_flax.evaluate --workdir={workdir}', file=sys.stderr)
   finally:
     trace.stop(step)
     stop.restore_handlers()
