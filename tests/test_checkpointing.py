@@ -40,16 +40,22 @@ def test_with_a_moving_average_the_best_is_by_its_top1(tmp_path):
   manager.close()
 
 
-def test_config_record_refuses_another_model(tmp_path):
-  config = ml_collections.ConfigDict({'model': 'resnet18', 'dataset': {
+def test_config_record_refuses_another_model_once_checkpoints_exist(tmp_path):
+  config = ml_collections.ConfigDict({'model': 'resnet50', 'dataset': {
       'source': 'official', 'fake_train_per_class': 1, 'fake_val_per_class': 1}})
   workdir_lib.check_workdir(str(tmp_path), config)
+  # A start that saved nothing (missing data, say) binds the workdir to nothing.
+  (tmp_path / 'checkpoints' / '3.orbax-checkpoint-tmp-1').mkdir(parents=True)
+  config.model = 'resnet18'
+  workdir_lib.check_workdir(str(tmp_path), config)
+  (tmp_path / 'checkpoints' / '4').mkdir()
   config.num_epochs = 3  # other values may change between runs
   workdir_lib.check_workdir(str(tmp_path), config)
   assert workdir_lib.load_config(str(tmp_path)).num_epochs == 3
   config.model = 'alexnet'
   with pytest.raises(errors.UserError, match='resnet18'):
     workdir_lib.check_workdir(str(tmp_path), config)
+  assert workdir_lib.load_config(str(tmp_path)).model == 'resnet18'
 
 
 def test_an_interrupted_save_does_not_break_the_next_run(tmp_path):

@@ -7,8 +7,10 @@ import pytest
 
 from configs import default
 from tiny_flax import errors
+from tiny_flax import loop_policy
 from tiny_flax import models
 from tiny_flax import optim
+from tiny_flax import parallel
 from tiny_flax import time_budget
 from tiny_flax import data
 
@@ -20,11 +22,21 @@ def _config(name, variant=''):
   return module.get_config(variant) if variant else module.get_config()
 
 
-@pytest.mark.parametrize('name', CONFIGS)
-def test_config_is_valid(name):
-  config = _config(name)
+VARIANTS = [('resnet18', 'budget'), ('shufflenet_v2', 'budget'),
+            ('resnet18', 'fast')] + [
+                (name, 'tuned') for name in
+                ('alexnet', 'resnet18', 'resnet50', 'shufflenet_v2')]
+
+
+@pytest.mark.parametrize('name, variant',
+                         [(name, '') for name in CONFIGS] + VARIANTS)
+def test_config_is_valid(name, variant):
+  config = _config(name, variant)
   assert config.model in models.names()
   assert len(data.image_shape(config)) == 3
+  data.check(config)
+  optim.check(config)
+  loop_policy.check(config)
   optim.for_training(config, 10)
 
 
@@ -81,3 +93,46 @@ def test_unknown_optimizer_or_schedule_is_refused_by_name(key, value, message):
     config.schedule.name = value
   with pytest.raises(errors.UserError, match=re.escape(message)):
     optim.check(config)
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('learning_rate', -0.1, 'config.learning_rate must be >= 0, got -0.1.'),
+    ('learning_rate', float('nan'), 'config.learning_rate must be >= 0'),
+    ('weight_decay', -5e-4, 'config.weight_decay must be >= 0, got -0.0005.'),
+    ('momentum', 1.0, 'config.momentum must be in [0, 1) (0: none), got 1.0.'),
+    ('label_smoothing', 1.0,
+     'config.label_smoothing must be in [0, 1), got 1.0.'),
+    ('schedule.warmup_epochs', -1.0,
+     'config.schedule.warmup_epochs must be >= 0, got -1.0.'),
+    ('schedule.step_epochs', 0,
+     'config.schedule.step_epochs must be >= 1, got 0.'),
+    ('schedule.gamma', 0.0, 'config.schedule.gamma must be in (0, 1], got 0.0.'),
+    ('num_epochs', 0, 'config.num_epochs must be >= 1, got 0.'),
+    ('log_every_steps', 0, 'config.log_every_steps must be >= 1, got 0.'),
+    ('checkpoint_every_steps', -1,
+     'config.checkpoint_every_steps must be >= 0 (0: at epoch ends only), '
+     'got -1.'),
+    ('checkpoints_to_keep', 0, 'config.checkpoints_to_keep must be >= 1'),
+    ('input.shuffle_buffer', 0,
+     'config.input.shuffle_buffer must be >= 1 (1: no shuffling), got 0.'),
+])
+def test_a_value_out_of_its_range_is_refused_by_name(key, value, message):
+  config = _config('resnet18')  # SGD with momentum, the 'step' schedule
+  config.update_from_flattened_dict({key: value})
+  with pytest.raises(errors.UserError, match=re.escape(message)):
+    data.check(config)
+    optim.check(config)
+    loop_policy.check(config)
+
+
+def test_the_step_schedules_values_bind_only_that_schedule():
+  config = _config('resnet18', 'budget')  # warmup_cosine
+  config.schedule.step_epochs = 0
+  optim.check(config)
+
+
+@pytest.mark.parametrize('batch_size', [0, -128])
+def test_a_batch_size_below_one_is_refused(batch_size):
+  with pytest.raises(errors.UserError, match=re.escape(
+      f'config.batch_size must be >= 1, got {batch_size}.')):
+    parallel.Parallel('shard_map').check_batch_size(batch_size)

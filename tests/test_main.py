@@ -118,8 +118,11 @@ def _assert_user_error(result, *fragments):
 
 
 def test_unknown_model(tmp_path, smoke_data):
-  _assert_user_error(_main(tmp_path, *smoke_data, '--config.model=vgg11'),
+  workdir = tmp_path / 'run'
+  _assert_user_error(_main(workdir, *smoke_data, '--config.model=vgg11'),
                      'vgg11', 'resnet18')
+  # Refused before the workdir is written: the corrected command starts there.
+  assert not workdir.exists()
 
 
 def test_batch_not_divisible_by_devices(tmp_path, smoke_data):
@@ -209,6 +212,7 @@ def test_workdir_of_another_model_is_refused(tmp_path, smoke_data):
   (workdir / 'config.json').write_text(
       '{"model": "resnet50", "dataset": {"source": "fake", '
       '"fake_train_per_class": 20, "fake_val_per_class": 5}}')
+  (workdir / 'checkpoints' / '781').mkdir(parents=True)
   _assert_user_error(_main(workdir, *smoke_data), 'resnet50', 'resnet_tiny')
 
 

@@ -42,6 +42,7 @@ def test_the_second_epoch_is_measured_where_the_schedule_allows():
 
 @pytest.mark.parametrize('override, fragment', [
     ({'time_budget_minutes': -1.0}, 'must be >= 0'),
+    ({'time_budget_minutes': float('nan')}, 'must be >= 0'),
     ({'schedule.warmup_epochs': 0.5}, 'warmup_epochs >= 1'),
 ])
 def test_a_budget_the_run_cannot_keep_is_refused(override, fragment):

@@ -17,6 +17,12 @@ class UserError(Exception):
   """Its message names the problem and the fix; entry points exit 1 on it."""
 
 
+def require(ok, name, rule, value):
+  """A UserError naming config value `name`, its `rule` and `value`, unless `ok`."""
+  if not ok:
+    raise UserError(f'{name} must be {rule}, got {value!r}.')
+
+
 def out_of_memory(error):
   """The UserError for a device's allocation failure (a jax.errors.
   JaxRuntimeError), else None: the config asked for more than the device

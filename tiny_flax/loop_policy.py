@@ -9,6 +9,23 @@ such a step.
 
 from typing import NamedTuple
 
+from tiny_flax import errors
+
+
+def check(config):
+  """Refuses a run length, interval or number of checkpoints kept that the
+  loop cannot follow, before anything is prepared or written."""
+  for name, value, ok, rule in (
+      ('num_epochs', config.num_epochs, config.num_epochs >= 1, '>= 1'),
+      ('log_every_steps', config.log_every_steps, config.log_every_steps >= 1,
+       '>= 1'),
+      ('checkpoint_every_steps', config.checkpoint_every_steps,
+       config.checkpoint_every_steps >= 0, '>= 0 (0: at epoch ends only)'),
+      ('checkpoints_to_keep', config.checkpoints_to_keep,
+       config.checkpoints_to_keep >= 1,
+       '>= 1 (a resumed run starts from the latest)')):
+    errors.require(ok, f'config.{name}', rule, value)
+
 
 class Intervals(NamedTuple):
   """The config's fixed events, in steps (0: never, for checkpoint_every)."""

@@ -66,9 +66,27 @@ def _choice(table, value, key):
 
 
 def check(config):
-  """Refuses an unknown optimizer or schedule before any data is prepared."""
+  """Refuses an unknown optimizer or schedule, or a value of the recipe (the
+  loss's label smoothing too) out of its range, before anything is prepared
+  or written."""
   _choice(OPTIMIZERS, config.optimizer, 'config.optimizer')
   _choice(SCHEDULES, config.schedule.name, 'config.schedule.name')
+  schedule = config.schedule
+  for name, value, ok, rule in (
+      ('learning_rate', config.learning_rate, config.learning_rate >= 0,
+       '>= 0'),
+      ('weight_decay', config.weight_decay, config.weight_decay >= 0, '>= 0'),
+      ('momentum', config.momentum, 0 <= config.momentum < 1,
+       'in [0, 1) (0: none)'),
+      ('label_smoothing', config.label_smoothing,
+       0 <= config.label_smoothing < 1, 'in [0, 1)'),
+      ('schedule.warmup_epochs', schedule.warmup_epochs,
+       schedule.warmup_epochs >= 0, '>= 0'),
+      ('schedule.step_epochs', schedule.step_epochs,
+       schedule.name != 'step' or schedule.step_epochs >= 1, '>= 1'),
+      ('schedule.gamma', schedule.gamma,
+       schedule.name != 'step' or 0 < schedule.gamma <= 1, 'in (0, 1]')):
+    errors.require(ok, f'config.{name}', rule, value)
 
 
 def learning_rate_schedule(config, steps_per_epoch, num_steps=None):

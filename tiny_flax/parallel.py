@@ -50,6 +50,7 @@ class Parallel:
     return len(self.devices)
 
   def check_batch_size(self, batch_size):
+    errors.require(batch_size >= 1, 'config.batch_size', '>= 1', batch_size)
     if batch_size % self.num_devices:
       raise errors.UserError(
           f'batch_size {batch_size} is not divisible by the {self.num_devices} '

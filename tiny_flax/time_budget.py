@@ -37,9 +37,8 @@ def active(config):
 def check(config):
   """Refuses a budget the run cannot keep, before any data is prepared."""
   budget = config.time_budget_minutes
-  if budget < 0:
-    raise errors.UserError(
-        f'config.time_budget_minutes must be >= 0 (0: off), got {budget}.')
+  errors.require(budget >= 0, 'config.time_budget_minutes', '>= 0 (0: off)',
+                 budget)
   if budget > 0 and not active(config):
     logging.info('config.num_train_steps=%d sets the run\'s length; '
                  'config.time_budget_minutes is not used.',

@@ -148,10 +148,9 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   (SIGTERM stops it with 0: the run is resumable, not failed).
   """
   clock = run_clock.RunClock()
-  # The workdir, the platform's choices and every config value are checked
+  # Every config value and the platform's choices are checked before the
+  # workdir is written (a mistyped value leaves nothing behind), the workdir
   # before minutes of data preparation.
-  workdir_lib.check_workdir(workdir, config)
-  lock = workdir_lib.lock_workdir(workdir)  # held until the process ends
   platform = backend.resolve(config, data.resident_bytes(config))
   par = parallel.Parallel(config.parallelism,
                           compiler_options=platform.compiler_options)
@@ -160,7 +159,9 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                            config.batch_size // par.num_devices)
   model = steps.create_model(config, data.NUM_CLASSES, platform.kernels,
                              platform.compute_dtype, steps.AXIS)
+  data.check(config)
   optim.check(config)
+  loop_policy.check(config)
   time_budget.check(config)
   train_step = functools.partial(
       steps.train_step, dropout_key=jax.random.key(config.seed + 1),
@@ -169,6 +170,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       ema=steps.ema_settings(config.ema), microbatches=config.microbatches)
   trace = profiling.StepTrace(workdir, config.profile_steps,
                               enabled=jax.process_index() == 0)
+  lock = workdir_lib.lock_workdir(workdir)  # held until the process ends
+  workdir_lib.check_workdir(workdir, config)
 
   # The dataset: its batches, its size, its class names.
   with clock.input():

@@ -1,9 +1,10 @@
 """A run's folder: one live run at a time, its config and its class names.
 
-WORKDIR/config.json records the config a run started with (a later command
-with another model or dataset is refused), WORKDIR/classes.json the class
-names for prediction without the dataset, WORKDIR/.lock the live run.
-Checkpoints live under WORKDIR/checkpoints (checkpointing.py).
+WORKDIR/config.json records the config of the latest start (once the run has
+checkpoints, a later command with another model or dataset is refused),
+WORKDIR/classes.json the class names for prediction without the dataset,
+WORKDIR/.lock the live run. Checkpoints live under WORKDIR/checkpoints
+(checkpointing.py).
 """
 
 import fcntl
@@ -50,30 +51,51 @@ def write_atomically(path, text):
 
 
 
+def _unwritable(workdir, error):
+  return errors.UserError(
+      f'Cannot write to workdir {workdir} ({error.strerror}). Pass a '
+      '--workdir you can write to.')
+
+
+def holds_checkpoints(workdir):
+  """Whether a run saved a checkpoint in `workdir` (orbax names each finished
+  one by its step; one being written has a temporary name)."""
+  folder = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(folder) and any(
+      name.isdigit() for name in os.listdir(folder))
+
+
 def check_workdir(workdir, config):
-  """Creates `workdir`, records the config, refuses a workdir of another run."""
+  """Records the config; refuses it where checkpoints of another run are.
+
+  A workdir without checkpoints takes any config: a run that stopped before
+  its first save (missing data, a device out of memory) leaves nothing to
+  protect.
+  """
   try:
-    os.makedirs(workdir, exist_ok=True)
-    if os.path.exists(os.path.join(workdir, 'config.json')):
+    if (holds_checkpoints(workdir)
+        and os.path.exists(os.path.join(workdir, 'config.json'))):
       check_same_run(workdir, load_config(workdir), config)
     write_atomically(os.path.join(workdir, 'config.json'),
                       config.to_json_best_effort(indent=2))
   except OSError as e:
-    raise errors.UserError(
-        f'Cannot write to workdir {workdir} ({e.strerror}). Pass a --workdir '
-        'you can write to.') from e
+    raise _unwritable(workdir, e) from e
 
 
 
 def lock_workdir(workdir):
-  """An open file holding WORKDIR/.lock: one live run per workdir.
+  """An open file holding WORKDIR/.lock (the folder made if need be): one
+  live run per workdir.
 
   flock is released by the kernel when its process ends, however it ends, so
   a killed run never blocks the next. Only process 0 locks (a multi-host run
   shares its workdir).
   """
-  path = os.path.join(workdir, '.lock')
-  lock = open(path, 'a+')  # pylint: disable=consider-using-with
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    lock = open(os.path.join(workdir, '.lock'), 'a+')  # pylint: disable=consider-using-with
+  except OSError as e:
+    raise _unwritable(workdir, e) from e
   if jax.process_index() > 0:
     return lock
   try:

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Optional
 import jax
 from jax.experimental import multihost_utils
 
+from tiny_flax import errors
 from tiny_flax.data import archive
 from tiny_flax.data import arrays
 from tiny_flax.data import jax_transforms
@@ -59,6 +60,14 @@ def image_shape(config):
   return tuple(out.shape[1:])
 
 
+def check(config):
+  """Refuses the config's input values before anything is prepared or written."""
+  image_shape(config)
+  errors.require(config.input.shuffle_buffer >= 1,
+                 'config.input.shuffle_buffer', '>= 1 (1: no shuffling)',
+                 config.input.shuffle_buffer)
+
+
 def local_batch_size(batch_size):
   return batch_size // jax.process_count()
 
@@ -79,7 +88,7 @@ def prepare(config, on_device):
 
   `on_device`: the resident path, without TensorFlow; otherwise tf.data.
   """
-  image_shape(config)  # the transforms checked before minutes of preparation
+  check(config)  # before minutes of preparation
   if on_device:
     return _resident(config)
   from tiny_flax.data import pipeline  # pylint: disable=g-import-not-at-top
