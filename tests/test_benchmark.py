@@ -137,6 +137,7 @@ def test_scripts_run_by_their_path(script, tmp_path):
   assert 'Error' not in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.slow  # about 1.5 minutes of two processes: python -m pytest -m slow
 def test_gpu_script_runs_a_subset_on_cpu_without_tensorflow(tmp_path):
   """The device-lease script, cut down to one quick model, on a host where
   TensorFlow cannot be imported, as on the accelerator hosts (no GPU needed)."""
