@@ -115,6 +115,8 @@ def test_unknown_optimizer_or_schedule_is_refused_by_name(key, value, message):
     ('checkpoints_to_keep', 0, 'config.checkpoints_to_keep must be >= 1'),
     ('input.shuffle_buffer', 0,
      'config.input.shuffle_buffer must be >= 1 (1: no shuffling), got 0.'),
+    ('dataset.source', 'kaggle',
+     'config.dataset.source must be "official" or "fake", got \'kaggle\'.'),
 ])
 def test_a_value_out_of_its_range_is_refused_by_name(key, value, message):
   config = _config('resnet18')  # SGD with momentum, the 'step' schedule

@@ -125,6 +125,15 @@ def test_unknown_model(tmp_path, smoke_data):
   assert not workdir.exists()
 
 
+def test_missing_torchvision_weights_are_named_before_data_preparation(
+    tmp_path, smoke_data):
+  workdir = tmp_path / 'run'
+  missing = tmp_path / 'imagenet.pth'
+  _assert_user_error(_main(workdir, *smoke_data, f'--config.init_from={missing}'),
+                     f'No torchvision checkpoint at {missing}.')
+  assert not workdir.exists()
+
+
 def test_batch_not_divisible_by_devices(tmp_path, smoke_data):
   result = _main(tmp_path, *smoke_data, '--config.batch_size=12',
                  env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})

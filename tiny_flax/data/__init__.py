@@ -62,6 +62,7 @@ def image_shape(config):
 
 def check(config):
   """Refuses the config's input values before anything is prepared or written."""
+  locate.check_source(config.dataset.source)
   image_shape(config)
   errors.require(config.input.shuffle_buffer >= 1,
                  'config.input.shuffle_buffer', '>= 1 (1: no shuffling)',

@@ -8,10 +8,16 @@ neither needs the other's libraries.
 import os
 import urllib.request
 
+from tiny_flax import errors
 from tiny_flax.data import archive
 from tiny_flax.data import fake
 
 DEFAULT_DATA_DIR = '~/tensorflow_datasets'
+
+
+def check_source(source):
+  errors.require(source in ('official', 'fake'), 'config.dataset.source',
+                 '"official" or "fake"', source)
 
 
 def dirs(config):
@@ -20,6 +26,7 @@ def dirs(config):
   Fake archives live apart from real data, one folder per size.
   """
   source = config.dataset.source
+  check_source(source)
   if source == 'fake':
     size = (f'{config.dataset.fake_train_per_class}-'
             f'{config.dataset.fake_val_per_class}')
@@ -32,13 +39,9 @@ def dirs(config):
       fake.write_archive(path,
                          train_per_class=config.dataset.fake_train_per_class,
                          val_per_class=config.dataset.fake_val_per_class)
-  elif source == 'official':
+  else:
     manual_dir = config.dataset.manual_dir
     data_dir = config.dataset.data_dir or DEFAULT_DATA_DIR
-  else:
-    raise archive.DatasetError(
-        'config.dataset.source must be "official" or "fake", got '
-        f'{source!r}.')
   return (os.path.expanduser(manual_dir) if manual_dir else '',
           os.path.expanduser(data_dir))
 

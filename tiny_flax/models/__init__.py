@@ -4,6 +4,7 @@ from tiny_flax import errors
 from tiny_flax.models import alexnet
 from tiny_flax.models import resnet
 from tiny_flax.models import shufflenet
+from tiny_flax.models.torchvision_import import check_torchvision_file
 from tiny_flax.models.torchvision_import import load_torchvision
 from tiny_flax.models.torchvision_import import merge_pretrained
 from tiny_flax.models.torchvision_import import to_torchvision

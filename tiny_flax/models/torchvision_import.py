@@ -40,11 +40,16 @@ def _to_numpy(value):
   return np.asarray(value)
 
 
+def check_torchvision_file(path):
+  """Refuses a `.pth` path that names no file, before a run prepares data."""
+  if not os.path.isfile(path):
+    raise errors.UserError(f'No torchvision checkpoint at {path}.')
+
+
 def _read_state_dict(state_dict):
   if not isinstance(state_dict, str):
     return state_dict
-  if not os.path.isfile(state_dict):
-    raise errors.UserError(f'No torchvision checkpoint at {state_dict}.')
+  check_torchvision_file(state_dict)
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
