@@ -25,6 +25,23 @@ def _best_metric(metrics):
   return metrics.get('val_ema_top1', metrics['val_top1'])
 
 
+def _directory(workdir):
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def _complete_steps(directory):
+  """Steps of the finished checkpoints in `directory`, sorted: orbax names
+  each by its step, one being written has a temporary name."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def holds_checkpoints(workdir):
+  """Whether a run finished a checkpoint in `workdir`."""
+  return bool(_complete_steps(_directory(workdir)))
+
+
 def manager(workdir, keep=3, read_only=False):
   policy = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(keep),
@@ -35,7 +52,7 @@ def manager(workdir, keep=3, read_only=False):
   # The handler named, so that a checkpoint's metadata (`saved_fields`) reads
   # before any save or restore.
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      _directory(workdir),
       item_handlers=ocp.StandardCheckpointHandler(),
       options=ocp.CheckpointManagerOptions(
           preservation_policy=policy, best_fn=_best_metric, best_mode='max',
@@ -73,8 +90,7 @@ def _storage_errors(checkpoints):
     yield
   # TensorStore reports OS errors (EFBIG, ENOSPC) as ValueErrors.
   except Exception as e:  # pylint: disable=broad-exception-caught
-    complete = sorted(int(p.name) for p in checkpoints.directory.iterdir()
-                      if p.name.isdigit())
+    complete = _complete_steps(str(checkpoints.directory))
     resume = (f'the same command resumes from step {complete[-1]}'
               if complete else 'no checkpoint is complete yet')
     raise errors.UserError(

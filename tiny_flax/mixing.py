@@ -37,13 +37,11 @@ def from_config(mixing):
   values = Mixing(float(mixing.mixup_alpha), float(mixing.cutmix_alpha),
                   float(mixing.prob), float(mixing.switch_prob), mixing.mode)
   for name in ('mixup_alpha', 'cutmix_alpha'):
-    if getattr(values, name) < 0:
-      raise errors.UserError(f'config.mixing.{name} must be >= 0 (0: off), '
-                             f'got {getattr(values, name)}.')
+    errors.require(getattr(values, name) >= 0, f'config.mixing.{name}',
+                   '>= 0 (0: off)', getattr(values, name))
   for name in ('prob', 'switch_prob'):
-    if not 0 <= getattr(values, name) <= 1:
-      raise errors.UserError(f'config.mixing.{name} must be in [0, 1], got '
-                             f'{getattr(values, name)}.')
+    errors.require(0 <= getattr(values, name) <= 1, f'config.mixing.{name}',
+                   'in [0, 1]', getattr(values, name))
   if values.mode not in MODES:
     raise errors.UserError(f'config.mixing.mode must be one of '
                            f'{", ".join(MODES)}, got {values.mode!r}.')

@@ -97,9 +97,8 @@ def fit_checkpoint(state, saved_fields):
 
 def ema_settings(ema):
   """(decay, warmup) of config.ema, None when off; a UserError for a bad decay."""
-  if not 0 <= ema.decay < 1:
-    raise errors.UserError(
-        f'config.ema.decay must be in [0, 1) (0: off), got {ema.decay}.')
+  errors.require(0 <= ema.decay < 1, 'config.ema.decay', 'in [0, 1) (0: off)',
+                 ema.decay)
   return (float(ema.decay), bool(ema.warmup)) if ema.decay > 0 else None
 
 

@@ -159,7 +159,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                            config.batch_size // par.num_devices)
   model = steps.create_model(config, data.NUM_CLASSES, platform.kernels,
                              platform.compute_dtype, steps.AXIS)
-  if config.init_from and not workdir_lib.holds_checkpoints(workdir):
+  if config.init_from and not checkpointing.holds_checkpoints(workdir):
     models.check_torchvision_file(config.init_from)  # read by a fresh start
   data.check(config)
   optim.check(config)

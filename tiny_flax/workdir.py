@@ -15,6 +15,7 @@ import socket
 import jax
 import ml_collections
 
+from tiny_flax import checkpointing
 from tiny_flax import errors
 
 # Changing one of these makes a checkpoint meaningless for the new run.
@@ -57,14 +58,6 @@ def _unwritable(workdir, error):
       '--workdir you can write to.')
 
 
-def holds_checkpoints(workdir):
-  """Whether a run saved a checkpoint in `workdir` (orbax names each finished
-  one by its step; one being written has a temporary name)."""
-  folder = os.path.join(workdir, 'checkpoints')
-  return os.path.isdir(folder) and any(
-      name.isdigit() for name in os.listdir(folder))
-
-
 def check_workdir(workdir, config):
   """Records the config; refuses it where checkpoints of another run are.
 
@@ -73,7 +66,7 @@ def check_workdir(workdir, config):
   protect.
   """
   try:
-    if (holds_checkpoints(workdir)
+    if (checkpointing.holds_checkpoints(workdir)
         and os.path.exists(os.path.join(workdir, 'config.json'))):
       check_same_run(workdir, load_config(workdir), config)
     write_atomically(os.path.join(workdir, 'config.json'),
