@@ -7,6 +7,8 @@ are the functions below.
 
 import ml_collections
 
+from tiny_flax import errors
+
 # torchvision's Normalize with the ImageNet statistics, as the original used them.
 IMAGENET_NORMALIZE = 'normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))'
 VARIANTS = ('', 'tuned')
@@ -15,8 +17,8 @@ VARIANTS = ('', 'tuned')
 def check_variant(variant, known=VARIANTS):
   if variant not in known:
     others = ' or '.join(f'":{v}"' for v in known if v)
-    raise ValueError(f'Unknown config variant {variant!r}: append nothing or '
-                     f'{others} to the config path.')
+    raise errors.UserError(f'Unknown config variant {variant!r}: append '
+                           f'nothing or {others} to the config path.')
   return variant
 
 

@@ -6,13 +6,14 @@ import re
 import pytest
 
 from configs import default
+from tiny_flax import data
 from tiny_flax import errors
 from tiny_flax import loop_policy
 from tiny_flax import models
 from tiny_flax import optim
 from tiny_flax import parallel
 from tiny_flax import time_budget
-from tiny_flax import data
+from tiny_flax.platform import backend
 
 CONFIGS = ['alexnet', 'resnet18', 'resnet50', 'shufflenet_v2', 'smoke', 'default']
 
@@ -52,7 +53,7 @@ def test_tuned_variant_is_valid_and_differs(name):
 
 
 def test_unknown_variant_is_refused():
-  with pytest.raises(ValueError, match='tuned'):
+  with pytest.raises(errors.UserError, match='tuned'):
     _config('resnet50', 'fast')
 
 
@@ -138,3 +139,21 @@ def test_a_batch_size_below_one_is_refused(batch_size):
   with pytest.raises(errors.UserError, match=re.escape(
       f'config.batch_size must be >= 1, got {batch_size}.')):
     parallel.Parallel('shard_map').check_batch_size(batch_size)
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('kernels', 'cudnn', "config.kernels must be one of auto, xla, cpu, "
+     "space_to_depth, got 'cudnn'."),
+    ('half_dtype', 'fp16', "config.half_dtype must be one of auto, bfloat16, "
+     "float16, got 'fp16'."),
+    ('steps_per_dispatch', -2, 'config.steps_per_dispatch must be a whole '
+     'number >= 1, or 0 to let the platform choose, got -2.'),
+    ('input.on_device', 'yes', "config.input.on_device must be one of auto, "
+     "true, false, got 'yes'."),
+])
+def test_a_platform_value_out_of_its_choices_is_refused_by_name(key, value,
+                                                                message):
+  config = _config('resnet18')
+  config.update_from_flattened_dict({key: value})
+  with pytest.raises(errors.UserError, match=re.escape(message)):
+    backend.resolve(config, resident_bytes=0)

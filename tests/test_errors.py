@@ -57,3 +57,30 @@ def test_other_runtime_errors_pass_through():
       raise error
   assert raised.value is error
   assert errors.out_of_memory(ValueError('RESOURCE_EXHAUSTED')) is None
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.bacth_size=8', "--config.bacth_size: config has no key "
+     "'bacth_size'; did you mean --config.batch_size?"),
+    ('--config.input.trian=to_tensor', "--config.input.trian: config.input "
+     "has no key 'trian'; did you mean --config.input.train?"),
+    ('--noconfig.input.cashe', "--config.input.cashe: config.input has no "
+     "key 'cashe'; did you mean --config.input.cache?"),
+    ('--config.inptu.train=to_tensor', "--config.inptu.train: config has "
+     "no key 'inptu'; did you mean --config.input?"),
+    ('--config.input.zzz=1', "--config.input.zzz: config.input has no key "
+     "'zzz'; config.input holds cache, eval, on_device, shuffle_buffer, "
+     "train."),
+])
+def test_an_override_of_no_key_is_named_with_the_nearest_key(override,
+                                                              message):
+  argv = ['main', '--config', 'configs/smoke.py', '--config.num_epochs=1',
+          override]
+  assert errors.unknown_config_key(argv) == message
+
+
+def test_overrides_of_existing_keys_and_of_a_variant_are_not_reported():
+  argv = ['main', '--config=configs/resnet18.py:budget',
+          '--config.mixing.cutmix_alpha=1.0', '--config.input.cache=false']
+  assert errors.unknown_config_key(argv) is None
+  assert errors.unknown_config_key(['main', '--workdir=x']) is None

@@ -119,10 +119,28 @@ def _assert_user_error(result, *fragments):
 
 def test_unknown_model(tmp_path, smoke_data):
   workdir = tmp_path / 'run'
-  _assert_user_error(_main(workdir, *smoke_data, '--config.model=vgg11'),
-                     'vgg11', 'resnet18')
+  result = _main(workdir, *smoke_data, '--config.model=vgg11')
+  _assert_user_error(result, 'vgg11', 'resnet18')
+  assert 'Workdir:' not in result.stderr  # nothing to resume
   # Refused before the workdir is written: the corrected command starts there.
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize('config, override, message', [
+    ('configs/smoke.py', '--config.bacth_size=8',
+     'did you mean --config.batch_size?'),
+    ('configs/smoke.py', '--config.inptu.train=to_tensor',
+     'did you mean --config.input?'),
+    ('configs/resnet50.py:fast', '--config.num_epochs=1',
+     "Unknown config variant 'fast': append nothing or \":tuned\""),
+])
+def test_a_mistyped_key_or_variant_is_one_line_not_a_traceback(
+    tmp_path, config, override, message):
+  result = _main(tmp_path / 'run', override, config=config)
+  _assert_user_error(result, message)
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert 'Workdir:' not in result.stderr
+  assert not (tmp_path / 'run').exists()
 
 
 def test_missing_torchvision_weights_are_named_before_data_preparation(

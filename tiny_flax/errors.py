@@ -1,10 +1,16 @@
 """The one exception type for mistakes a user can fix (data, config, workdir),
-and the entry points' one way out for it."""
+the entry points' one way out for it, and their flag parsing, which gives a
+mistyped config key or variant the same one line."""
 
 import contextlib
+import difflib
+import re
+import runpy
 import sys
 
+from absl import app
 from absl import logging
+import ml_collections
 
 # The status of XLA's allocation failures, on GPUs and TPUs alike: at run
 # time ("Out of memory while trying to allocate N bytes", "Failed to allocate
@@ -59,3 +65,58 @@ def exit_on_user_error():
     logging.error('%s', e)  # XLA's report of the buffers, for the curious
     print(f'error: {user_error}', file=sys.stderr)
     sys.exit(1)
+
+
+def parse_flags(argv):
+  """absl's flag parsing (app.run's `flags_parser`), with a config's own
+  mistakes in one line: an override naming no key of the config, on which
+  ml_collections raises a bare AttributeError or KeyError, and a config
+  file's UserError (an unknown variant)."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  except (AttributeError, KeyError):
+    message = unknown_config_key(argv)
+    if message is None:  # raised by the config file itself: its traceback
+      raise
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(1)
+
+
+def unknown_config_key(argv, flag='config'):
+  """What is wrong with the first `--config.KEY=...` of `argv` that names no
+  key of the config `--config=FILE[:VARIANT]` loads, or None."""
+  spec = None
+  for i, arg in enumerate(argv):
+    if arg in (f'-{flag}', f'--{flag}') and i + 1 < len(argv):
+      spec = argv[i + 1]
+    elif arg.startswith((f'-{flag}=', f'--{flag}=')):
+      spec = arg.split('=', 1)[1]
+  if not spec:
+    return None
+  path, _, variant = spec.partition(':')
+  config = runpy.run_path(path)['get_config'](*([variant] if variant else []))
+  for arg in argv:
+    match = re.match(rf'^--?(?:no)?{flag}\.([^=]+)', arg)
+    if match:
+      message = _missing_key(config, flag, match.group(1).split('.'))
+      if message:
+        return message
+  return None
+
+
+def _missing_key(config, flag, keys):
+  node = config
+  for depth, key in enumerate(keys):
+    if not isinstance(node, ml_collections.ConfigDict):
+      return None  # within a value (a dict or a dataclass): not ours to judge
+    if key not in node:
+      parent = '.'.join([flag] + keys[:depth])
+      close = difflib.get_close_matches(key, list(node.keys()), n=1)
+      hint = (f'did you mean --{parent}.{close[0]}?' if close else
+              f'{parent} holds {", ".join(sorted(node.keys()))}.')
+      return f'--{".".join([flag] + keys)}: {parent} has no key {key!r}; {hint}'
+    node = node[key]
+  return None

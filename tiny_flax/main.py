@@ -19,7 +19,6 @@ if __name__ == '__main__':
 
 import logging as py_logging
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -97,7 +96,6 @@ def main(argv):
     return
   workdir = _WORKDIR.value or default_workdir(
       config_flags.get_config_filename(flags.FLAGS['config']))
-  print(f'Workdir: {workdir} (the same command resumes it).', file=sys.stderr)
   logging.get_absl_handler().addFilter(_HideLibraryInfo())
   if _is_multi_process():
     jax.distributed.initialize(
@@ -111,4 +109,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -174,6 +174,9 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                               enabled=jax.process_index() == 0)
   lock = workdir_lib.lock_workdir(workdir)  # held until the process ends
   workdir_lib.check_workdir(workdir, config)
+  if jax.process_index() == 0:
+    print(f'Workdir: {workdir} (the same command resumes it).',
+          file=sys.stderr)
 
   # The dataset: its batches, its size, its class names.
   with clock.input():

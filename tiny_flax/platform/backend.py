@@ -159,10 +159,8 @@ def input_on_device(choice, nbytes, tensorflow):
   off on the CPU, where tf.data overlaps decoding with the step.
   """
   choice = str(choice).lower()
-  if choice not in ON_DEVICE_CHOICES:
-    raise errors.UserError(
-        'config.input.on_device must be one of '
-        f'{", ".join(ON_DEVICE_CHOICES)}; got {choice!r}.')
+  errors.require(choice in ON_DEVICE_CHOICES, 'config.input.on_device',
+                 f'one of {", ".join(ON_DEVICE_CHOICES)}', choice)
   if choice == 'false':
     return False
   free = free_device_memory()
@@ -187,10 +185,8 @@ def kernels(choice='auto'):
   forms with the stems' strided convolutions as space-to-depth
   (space_to_depth.py).
   """
-  if choice not in KERNEL_CHOICES:
-    raise errors.UserError(
-        f'config.kernels must be one of {", ".join(KERNEL_CHOICES)}, '
-        f'got {choice!r}.')
+  errors.require(choice in KERNEL_CHOICES, 'config.kernels',
+                 f'one of {", ".join(KERNEL_CHOICES)}', choice)
   if choice == 'space_to_depth':
     forms = kernels('auto')
     return dataclasses.replace(forms, conv_general_dilated=space_to_depth.wrap(
@@ -206,10 +202,8 @@ def compute_dtype(half_precision, half_dtype='auto'):
   """The models' compute dtype: float32, or with `half_precision` the
   config.half_dtype; 'auto' is float16 on NVIDIA GPUs without bfloat16
   tensor cores (FIRST_BFLOAT16_GPU) and bfloat16 elsewhere."""
-  if half_dtype not in HALF_DTYPE_CHOICES:
-    raise errors.UserError(
-        f'config.half_dtype must be one of {", ".join(HALF_DTYPE_CHOICES)}, '
-        f'got {half_dtype!r}.')
+  errors.require(half_dtype in HALF_DTYPE_CHOICES, 'config.half_dtype',
+                 f'one of {", ".join(HALF_DTYPE_CHOICES)}', half_dtype)
   if not half_precision:
     return jnp.float32
   if half_dtype == 'auto':
@@ -228,10 +222,10 @@ def _gpu_without_bfloat16():
 def steps_per_dispatch(value):
   """config.steps_per_dispatch, with 0 resolved: 1 on the CPU, else
   ACCELERATOR_STEPS_PER_DISPATCH."""
-  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-    raise errors.UserError(
-        'config.steps_per_dispatch must be a whole number >= 1, or 0 to let '
-        f'the platform choose; got {value!r}.')
+  errors.require(
+      isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+      'config.steps_per_dispatch',
+      'a whole number >= 1, or 0 to let the platform choose', value)
   if value:
     return value
   return 1 if on_cpu() else ACCELERATOR_STEPS_PER_DISPATCH
