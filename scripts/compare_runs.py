@@ -1,7 +1,7 @@
 """Curves of several runs overlaid, and their validation top-1 epoch by epoch.
 
     python -m scripts.compare_runs --run=tiny_flax=runs/shufflenet \
-        --run=PyTorch=/tmp/torch_shufflenet/metrics.json --out=shufflenet.png
+        --run=PyTorch=runs/torch_shufflenet/metrics.json --out=shufflenet.png
 
 A run is LABEL=PATH: a tiny_flax workdir (curves read from its TensorBoard
 events, no evaluation needed) or a metrics.json written by

@@ -141,6 +141,16 @@ class Images(torch.utils.data.Dataset):
     return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
+def epoch_order(seed, epoch, size):
+  """The training order of `epoch`: a function of (seed, epoch) alone, the
+  permutation that DataLoader(shuffle=True) draws from a generator seeded so
+  (which takes one int64 for its workers' base seed first). As a sampler it
+  lets a run resumed mid-epoch go on with its next batch."""
+  generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+  torch.empty((), dtype=torch.int64).random_(generator=generator)
+  return torch.randperm(size, generator=generator)
+
+
 def validate(model, loader):
   """(mean loss, top1, top5, predictions, losses) over the whole loader."""
   model.eval()

@@ -1,7 +1,7 @@
 """The PyTorch reference: a config's recipe trained with torchvision, for fidelity checks.
 
     python -m scripts.train_torch_reference --config=configs/shufflenet_v2.py \
-        --manual_dir=DIR --out_dir=/tmp/torch_shufflenet
+        --manual_dir=DIR --out_dir=runs/torch_shufflenet
 
 Trains `torchvision.models.<config.model>(num_classes=200)` with the same
 config file as tiny_flax (recipe strings mapped to `torchvision.transforms`,
@@ -9,8 +9,12 @@ optimizer, per-step schedule, batch size, epochs, label smoothing) on the same
 archive, with validation labels from `val/val_annotations.txt`. Writes
 OUT_DIR/metrics.json in the form of tiny_flax's report (per-epoch `curves`, the
 last epoch's top-1/top-5/loss and `per_class` miss rates), so the two compare
-line by line. A config value it cannot reproduce is refused by name. Running
-the same command again resumes from OUT_DIR/checkpoint.pt.
+line by line, and TensorBoard events with the trainer's tags at the same
+steps (train_loss and train_accuracy as means over each log interval,
+learning_rate, val_loss, val_top1, val_top5): with OUT_DIR under the runs'
+folder, `tensorboard --logdir=runs` draws both side by side. A config value
+it cannot reproduce is refused by name. Running the same command again
+resumes from OUT_DIR/checkpoint.pt.
 
 A verification tool: torch is a test-only dependency of tiny_flax.
 """
@@ -30,6 +34,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from scripts import torch_reference as reference
+from torch.utils import tensorboard  # pylint: disable=g-bad-import-order  (after torchvision: it imports TensorFlow)
 from tiny_flax import errors
 from tiny_flax import hparams
 from tiny_flax import report
@@ -88,20 +93,23 @@ def train(config, manual_dir, out, workers):
     scheduler.load_state_dict(saved['scheduler'])
     step, curves = saved['step'], saved['curves']
     logging.info('Resuming from the checkpoint of step %d.', step)
+  # Events a killed run wrote after its checkpoint are hidden from TensorBoard.
+  writer = tensorboard.SummaryWriter(out, purge_step=step + 1 if step else None)
 
   metrics = {}
   while step < num_steps:
-    epoch = step // steps_per_epoch
-    # Each epoch's order depends only on (seed, epoch): resuming replays it.
-    order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    epoch, done = divmod(step, steps_per_epoch)
+    order = reference.epoch_order(config.seed, epoch, len(train_set))
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
-        generator=order, num_workers=workers)
+        train_set, batch_size=config.batch_size, drop_last=True,
+        sampler=order[done * config.batch_size:].tolist(), num_workers=workers)
     model.train()
     loss_sum, correct, seen, epoch_started = 0.0, 0, 0, time.time()
+    logged = (0.0, 0, 0)  # the sums at the last log step of this epoch
     for images, labels in loader:
       logits = model(images)
       loss = loss_fn(logits, labels)
+      learning_rate = opt.param_groups[0]['lr']
       opt.zero_grad(set_to_none=True)
       loss.backward()
       opt.step()
@@ -110,9 +118,17 @@ def train(config, manual_dir, out, workers):
       loss_sum += loss.item() * len(labels)
       correct += int((logits.argmax(1) == labels).sum())
       seen += len(labels)
-      if step % config.log_every_steps == 0:
-        logging.info('Step %d: train loss %.4f, accuracy %.4f.', step,
-                     loss_sum / seen, correct / seen)
+      # The trainer's log steps: every log_every_steps and each epoch's end.
+      if (step % config.log_every_steps == 0 or step % steps_per_epoch == 0
+          or step == num_steps):
+        n = seen - logged[2]
+        interval = {'train_loss': (loss_sum - logged[0]) / n,
+                    'train_accuracy': (correct - logged[1]) / n,
+                    'learning_rate': learning_rate}
+        logged = (loss_sum, correct, seen)
+        logging.info('Step %d: %s', step, interval)
+        for tag, value in interval.items():
+          writer.add_scalar(tag, value, step)
       if step == num_steps:
         break
     val_loss, top1, top5, predictions, losses = reference.validate(
@@ -125,6 +141,10 @@ def train(config, manual_dir, out, workers):
                        (report.ELAPSED_KEY, (elapsed[-1] if elapsed else 0.0)
                         + time.time() - epoch_started)):
       curves[key].append(value)
+    for tag, value in (('val_loss', val_loss), ('val_top1', top1),
+                       ('val_top5', top5), ('epoch', step / steps_per_epoch)):
+      writer.add_scalar(tag, value, step)
+    writer.flush()
     logging.info('Step %d (epoch %.2f, %.0f s): val top-1 %.4f, top-5 %.4f, '
                  'loss %.4f.', step, step / steps_per_epoch,
                  time.time() - epoch_started, top1, top5, val_loss)
@@ -141,6 +161,7 @@ def train(config, manual_dir, out, workers):
     _save_atomically({'model': model.state_dict(), 'optimizer': opt.state_dict(),
                       'scheduler': scheduler.state_dict(), 'step': step,
                       'curves': curves}, checkpoint_path)
+  writer.close()
   return metrics
 
 

@@ -10,6 +10,8 @@ import torch
 import torchvision
 from torchvision import transforms
 
+from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-bad-import-order  (after torchvision)
+
 import conftest
 from configs import default
 from configs import resnet18
@@ -31,9 +33,12 @@ def _run(fake_manual_dir, out, *flags, config='configs/shufflenet_v2.py'):
 
 def test_trains_writes_the_report_json_and_resumes(fake_manual_dir, tmp_path):
   out = tmp_path / 'torch'
-  first = _run(fake_manual_dir, out, '--config.num_train_steps=2')
+  # No flips: the order of the images is the run's only randomness after
+  # its initialisation (torchvision's flips draw from the process's RNG).
+  unflipped = '--config.input.train=to_tensor'
+  first = _run(fake_manual_dir, out, '--config.num_train_steps=2', unflipped)
   assert first.returncode == 0, first.stderr[-3000:]
-  second = _run(fake_manual_dir, out, '--config.num_train_steps=3')
+  second = _run(fake_manual_dir, out, '--config.num_train_steps=3', unflipped)
   assert second.returncode == 0, second.stderr[-3000:]
   assert 'Resuming from the checkpoint of step 2' in second.stderr
   metrics = json.loads((out / 'metrics.json').read_text())
@@ -48,6 +53,37 @@ def test_trains_writes_the_report_json_and_resumes(fake_manual_dir, tmp_path):
   assert len(metrics['per_class']) == 200
   assert sum(r['images'] for r in metrics['per_class']) == 64
   assert not list(out.glob('*.tmp'))
+
+  # Resumed mid-epoch, it goes on with the batch an uninterrupted run trains.
+  straight = tmp_path / 'straight'
+  third = _run(fake_manual_dir, straight, '--config.num_train_steps=3',
+               unflipped)
+  assert third.returncode == 0, third.stderr[-3000:]
+  resumed = torch.load(out / 'checkpoint.pt', weights_only=False)['model']
+  for name, value in torch.load(straight / 'checkpoint.pt',
+                                weights_only=False)['model'].items():
+    torch.testing.assert_close(resumed[name], value, rtol=0, atol=0,
+                               msg=name)
+
+  # TensorBoard: the trainer's tags at its steps, once each across the resume.
+  events = event_accumulator.EventAccumulator(str(out))
+  events.Reload()
+  logged = {tag: [e.step for e in events.Scalars(tag)]
+            for tag in events.Tags()['scalars']}
+  for tag in ('train_loss', 'train_accuracy', 'learning_rate'):
+    assert logged[tag] == [1, 2, 3], (tag, logged)
+  for tag in ('val_loss', 'val_top1', 'val_top5', 'epoch'):
+    assert logged[tag] == [2, 3], (tag, logged)
+  assert events.Scalars('val_top1')[-1].value == pytest.approx(metrics['top1'])
+
+
+def test_each_epochs_order_is_the_one_shuffle_true_draws():
+  for seed, epoch in ((0, 0), (1, 3)):
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    shuffled = torch.utils.data.DataLoader(list(range(100)), batch_size=10,
+                                           shuffle=True, generator=generator)
+    assert torch.cat(list(shuffled)).tolist() == reference.epoch_order(
+        seed, epoch, 100).tolist()
 
 
 @pytest.mark.parametrize('key, value, named', [
