@@ -84,3 +84,13 @@ def test_overrides_of_existing_keys_and_of_a_variant_are_not_reported():
           '--config.mixing.cutmix_alpha=1.0', '--config.input.cache=false']
   assert errors.unknown_config_key(argv) is None
   assert errors.unknown_config_key(['main', '--workdir=x']) is None
+
+
+def test_an_override_without_a_config_file_says_to_name_one(capsys):
+  with pytest.raises(SystemExit) as exited:
+    errors.parse_flags(['evaluate', '--workdir=runs/x',
+                        '--config.half_precision=true'])
+  assert exited.value.code == 1
+  assert capsys.readouterr().err == (
+      'error: --config.half_precision changes a value of a config: name the '
+      'config file too, before it (--config=configs/NAME.py).\n')

@@ -56,67 +56,83 @@ def exit_on_user_error():
   try:
     yield
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    _exit(e)
   except RuntimeError as e:
     user_error = out_of_memory(e)
     if user_error is None:
       raise
     logging.error('%s', e)  # XLA's report of the buffers, for the curious
-    print(f'error: {user_error}', file=sys.stderr)
-    sys.exit(1)
+    _exit(user_error)
+
+
+# A command-line override of a config value: --config.KEY=..., --noconfig.KEY.
+_OVERRIDE = re.compile(r'^--?(?:no)?config\.([^=]+)')
 
 
 def parse_flags(argv):
   """absl's flag parsing (app.run's `flags_parser`), with a config's own
-  mistakes in one line: an override naming no key of the config, on which
-  ml_collections raises a bare AttributeError or KeyError, and a config
-  file's UserError (an unknown variant)."""
+  mistakes in one line: an override without a config file, an override
+  naming no key of the config (ml_collections raises a bare AttributeError
+  or KeyError), and a config file's UserError (an unknown variant)."""
+  if _config_file(argv) is None:
+    override = next((arg for arg in argv[1:] if _OVERRIDE.match(arg)), None)
+    if override:
+      _exit(f'{override.split("=")[0]} changes a value of a config: name the '
+            'config file too, before it (--config=configs/NAME.py).')
   try:
     return app.parse_flags_with_usage(argv)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    _exit(e)
   except (AttributeError, KeyError):
     message = unknown_config_key(argv)
     if message is None:  # raised by the config file itself: its traceback
       raise
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(1)
+    _exit(message)
 
 
-def unknown_config_key(argv, flag='config'):
+def _exit(message):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(1)
+
+
+def _config_file(argv):
+  """The value of --config (FILE[:VARIANT]) in `argv`, or None."""
+  found = None
+  for i, arg in enumerate(argv):
+    if arg in ('-config', '--config') and i + 1 < len(argv):
+      found = argv[i + 1]
+    elif arg.startswith(('-config=', '--config=')):
+      found = arg.split('=', 1)[1]
+  return found
+
+
+def unknown_config_key(argv):
   """What is wrong with the first `--config.KEY=...` of `argv` that names no
   key of the config `--config=FILE[:VARIANT]` loads, or None."""
-  spec = None
-  for i, arg in enumerate(argv):
-    if arg in (f'-{flag}', f'--{flag}') and i + 1 < len(argv):
-      spec = argv[i + 1]
-    elif arg.startswith((f'-{flag}=', f'--{flag}=')):
-      spec = arg.split('=', 1)[1]
+  spec = _config_file(argv)
   if not spec:
     return None
   path, _, variant = spec.partition(':')
   config = runpy.run_path(path)['get_config'](*([variant] if variant else []))
   for arg in argv:
-    match = re.match(rf'^--?(?:no)?{flag}\.([^=]+)', arg)
+    match = _OVERRIDE.match(arg)
     if match:
-      message = _missing_key(config, flag, match.group(1).split('.'))
+      message = _missing_key(config, match.group(1).split('.'))
       if message:
         return message
   return None
 
 
-def _missing_key(config, flag, keys):
+def _missing_key(config, keys):
   node = config
   for depth, key in enumerate(keys):
     if not isinstance(node, ml_collections.ConfigDict):
       return None  # within a value (a dict or a dataclass): not ours to judge
     if key not in node:
-      parent = '.'.join([flag] + keys[:depth])
+      parent = '.'.join(['config'] + keys[:depth])
       close = difflib.get_close_matches(key, list(node.keys()), n=1)
       hint = (f'did you mean --{parent}.{close[0]}?' if close else
               f'{parent} holds {", ".join(sorted(node.keys()))}.')
-      return f'--{".".join([flag] + keys)}: {parent} has no key {key!r}; {hint}'
+      return f'--config.{".".join(keys)}: {parent} has no key {key!r}; {hint}'
     node = node[key]
   return None
