@@ -88,14 +88,24 @@ def test_predict_on_files(trained, tmp_path):
   Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(colour)
   broken = tmp_path / 'broken.jpg'
   broken.write_bytes(b'not an image')
+  folder = tmp_path / 'folder'  # its images by name; other files passed over
+  folder.mkdir()
+  for name in ('b.PNG', 'a.jpeg'):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / name)
+  (folder / 'notes.txt').write_text('not an image')
+  empty = tmp_path / 'empty'
+  empty.mkdir()
   result = conftest.run_python(
       ['-m', 'tiny_flax.predict', f'--workdir={workdir}', str(gray),
-       str(broken), str(colour)])
+       str(broken), str(colour), str(folder), str(empty)])
   assert result.returncode == 1
   errors = [l for l in result.stderr.splitlines() if 'error:' in l]
-  assert len(errors) == 1 and str(broken) in errors[0]
+  assert len(errors) == 2 and str(broken) in errors[0], errors
+  assert errors[1] == (f'{empty}: error: a folder without image files '
+                       '(.jpeg, .jpg, .png, .bmp, .gif, .webp)')
   lines = result.stdout.splitlines()
-  assert lines[0] == str(gray) and lines[6] == str(colour)
+  assert lines[::6] == [str(gray), str(colour), str(folder / 'a.jpeg'),
+                        str(folder / 'b.PNG')]
   probabilities = [float(l.split('%')[0]) for l in lines[1:6]]
   assert probabilities == sorted(probabilities, reverse=True)
   assert lines[1].split()[1].startswith('n0')  # a wnid, then its name

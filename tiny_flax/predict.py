@@ -1,12 +1,15 @@
 """Classifies image files with a trained run.
 
     python -m tiny_flax.predict --workdir=runs/resnet18 cat.jpg dog.png
+    python -m tiny_flax.predict --workdir=runs/resnet18 tiny-imagenet-200/test/images
 
 Images of any size and mode are converted to RGB and resized to Tiny
 ImageNet's 64x64 (as the dataset's images were), then given the run's
-evaluation preprocessing. Prints each file's top-5 classes.
+evaluation preprocessing. A folder stands for the image files in it, by
+name. Prints each file's top-5 classes.
 """
 
+import os
 import sys
 
 from absl import app
@@ -31,6 +34,20 @@ _TTA = flags.DEFINE_enum(
     'tta', 'none', list(inference.TTA), 'Test-time augmentation: flip '
     'averages the probabilities of each image and its mirror image.')
 _TOP = 5
+# What a folder's files must end with (any case) to be read as images.
+IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png', '.bmp', '.gif', '.webp')
+
+
+def image_files(paths):
+  """`paths` with each folder replaced by the image files in it, sorted by
+  name (an empty folder stays, to be reported)."""
+  for path in paths:
+    if not os.path.isdir(path):
+      yield path
+      continue
+    names = sorted(name for name in os.listdir(path)
+                   if name.lower().endswith(IMAGE_SUFFIXES))
+    yield from [os.path.join(path, name) for name in names] or [path]
 
 
 def load_image(path):
@@ -51,7 +68,10 @@ def predict(workdir, paths, which='best', tta='none'):
   state, _ = inference.restore(config, workdir, platform, which)
   logits_fn = inference.compile_logits(platform, tta)
   preprocess = jax.jit(jax_transforms.build(config.input.eval))
-  for path in paths:
+  for path in image_files(paths):
+    if os.path.isdir(path):
+      yield path, f'a folder without image files ({", ".join(IMAGE_SUFFIXES)})'
+      continue
     try:
       pixels = load_image(path)
     except (OSError, UnidentifiedImageError, ValueError) as e:
@@ -66,7 +86,7 @@ def predict(workdir, paths, which='best', tta='none'):
 def main(argv):
   paths = argv[1:]
   if not paths:
-    raise app.UsageError('Name at least one image file.')
+    raise app.UsageError('Name at least one image file or folder.')
   backend.use_compilation_cache()
   failures = 0
   with errors.exit_on_user_error():
