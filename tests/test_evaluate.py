@@ -90,8 +90,8 @@ def test_predict_on_files(trained, tmp_path):
   broken.write_bytes(b'not an image')
   folder = tmp_path / 'folder'  # its images by name; other files passed over
   folder.mkdir()
-  for name in ('b.PNG', 'a.jpeg'):
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / name)
+  for name, value in (('b.PNG', 0), ('a.jpeg', 255)):
+    Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(folder / name)
   (folder / 'notes.txt').write_text('not an image')
   empty = tmp_path / 'empty'
   empty.mkdir()
@@ -106,9 +106,47 @@ def test_predict_on_files(trained, tmp_path):
   lines = result.stdout.splitlines()
   assert lines[::6] == [str(gray), str(colour), str(folder / 'a.jpeg'),
                         str(folder / 'b.PNG')]
+  # Each file's own row of the batch: the two black images agree, the white
+  # one differs.
+  assert lines[7:12] == lines[19:24] != lines[13:18]
   probabilities = [float(l.split('%')[0]) for l in lines[1:6]]
   assert probabilities == sorted(probabilities, reverse=True)
   assert lines[1].split()[1].startswith('n0')  # a wnid, then its name
+
+
+# In a process of its own: tiny_flax.predict defines the flags that other
+# entry points imported by the tests define too.
+_PREDICT_IN_BATCHES = """
+import json, sys
+from tiny_flax import predict
+workdir, paths = sys.argv[1], sys.argv[2:]
+whole = list(predict.predict(workdir, paths))
+predict.BATCH = 2
+print(json.dumps([whole, list(predict.predict(workdir, paths))]))
+"""
+
+
+def test_predictions_do_not_depend_on_the_batch(trained, tmp_path):
+  """Batches of 2 (boundaries inside the files, padding in the last) give
+  what batches of 64 give, each result in its file's place."""
+  workdir, _ = trained
+  paths = []
+  for i in range(5):
+    paths.append(str(tmp_path / f'{i}.png'))
+    Image.fromarray(np.full((64, 64, 3), 50 * i, np.uint8)).save(paths[-1])
+  paths.insert(2, str(tmp_path / 'missing.png'))
+  result = conftest.run_python(['-c', _PREDICT_IN_BATCHES, workdir, *paths])
+  assert result.returncode == 0, result.stderr[-3000:]
+  whole, in_pairs = json.loads(result.stdout.splitlines()[-1])
+  assert [path for path, _ in in_pairs] == paths
+  assert 'missing.png' in in_pairs[2][1]  # an error message, in its place
+  for (_, got), (_, expected) in zip(in_pairs, whole):
+    if isinstance(expected, str):
+      assert got == expected
+      continue
+    assert [row[:2] for row in got] == [row[:2] for row in expected]
+    np.testing.assert_allclose([row[2] for row in got],
+                               [row[2] for row in expected], rtol=1e-5)
 
 
 def test_evaluate_without_checkpoint(tmp_path):

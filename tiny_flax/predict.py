@@ -9,6 +9,7 @@ evaluation preprocessing. A folder stands for the image files in it, by
 name. Prints each file's top-5 classes.
 """
 
+import itertools
 import os
 import sys
 
@@ -34,6 +35,9 @@ _TTA = flags.DEFINE_enum(
     'tta', 'none', list(inference.TTA), 'Test-time augmentation: flip '
     'averages the probabilities of each image and its mirror image.')
 _TOP = 5
+# Images per call: a folder of thousands (the test split) is classified in
+# batches, not one compiled call per image.
+BATCH = 64
 # What a folder's files must end with (any case) to be read as images.
 IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png', '.bmp', '.gif', '.webp')
 
@@ -60,27 +64,42 @@ def load_image(path):
     return np.asarray(image)
 
 
+def _read(path):
+  """(pixels, None), or (None, why the file cannot be classified)."""
+  if os.path.isdir(path):
+    return None, f'a folder without image files ({", ".join(IMAGE_SUFFIXES)})'
+  try:
+    return load_image(path), None
+  except (OSError, UnidentifiedImageError, ValueError) as e:
+    return None, f'cannot read image ({e})'
+
+
 def predict(workdir, paths, which='best', tta='none'):
-  """Yields (path, [(wnid, name, probability)] or an error message)."""
+  """Yields (path, [(wnid, name, probability)] or an error message), in the
+  order of `paths`, classifying BATCH images per call."""
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
   platform = backend.resolve(config, resident_bytes=0)  # no splits here
   state, _ = inference.restore(config, workdir, platform, which)
   logits_fn = inference.compile_logits(platform, tta)
   preprocess = jax.jit(jax_transforms.build(config.input.eval))
-  for path in image_files(paths):
-    if os.path.isdir(path):
-      yield path, f'a folder without image files ({", ".join(IMAGE_SUFFIXES)})'
-      continue
-    try:
-      pixels = load_image(path)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-      yield path, f'cannot read image ({e})'
-      continue
-    image = preprocess(pixels[None], jax.random.key(0))
-    probabilities = np.asarray(jax.nn.softmax(logits_fn(state, image)))[0]
-    best = np.argsort(-probabilities)[:_TOP]
-    yield path, [(*class_names[i], float(probabilities[i])) for i in best]
+  files = image_files(paths)
+  while group := list(itertools.islice(files, BATCH)):
+    read = [_read(path) for path in group]
+    images = [pixels for pixels, _ in read if pixels is not None]
+    if images:
+      # Always BATCH images (zeros after the last): one program serves all.
+      batch = np.zeros((BATCH,) + archive.IMAGE_SHAPE, np.uint8)
+      batch[:len(images)] = images
+      probabilities = iter(np.asarray(jax.nn.softmax(logits_fn(
+          state, preprocess(batch, jax.random.key(0))))))
+    for path, (pixels, why) in zip(group, read):
+      if pixels is None:
+        yield path, why
+        continue
+      row = next(probabilities)
+      best = np.argsort(-row)[:_TOP]
+      yield path, [(*class_names[i], float(row[i])) for i in best]
 
 
 def main(argv):
