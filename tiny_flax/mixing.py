@@ -42,9 +42,8 @@ def from_config(mixing):
   for name in ('prob', 'switch_prob'):
     errors.require(0 <= getattr(values, name) <= 1, f'config.mixing.{name}',
                    'in [0, 1]', getattr(values, name))
-  if values.mode not in MODES:
-    raise errors.UserError(f'config.mixing.mode must be one of '
-                           f'{", ".join(MODES)}, got {values.mode!r}.')
+  errors.require(values.mode in MODES, 'config.mixing.mode',
+                 f'one of {", ".join(MODES)}', values.mode)
   return values
 
 

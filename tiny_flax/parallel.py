@@ -26,9 +26,8 @@ class Parallel:
 
   def __init__(self, kind, devices=None, compiler_options=None):
     """`compiler_options`: the platform's, for every shard_map step."""
-    if kind not in KINDS:
-      raise errors.UserError(
-          f'config.parallelism must be one of {", ".join(KINDS)}, got {kind!r}.')
+    errors.require(kind in KINDS, 'config.parallelism',
+                   f'one of {", ".join(KINDS)}', kind)
     self.kind = kind
     self._compiler_options = compiler_options
     if kind == 'pmap':
