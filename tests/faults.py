@@ -31,6 +31,7 @@ import jax
 from tiny_flax import checkpointing
 from tiny_flax import main
 from tiny_flax import progress
+from tiny_flax import summaries
 from tiny_flax import time_budget
 from tiny_flax import train
 
@@ -110,7 +111,7 @@ def full_disk(step):
     save(checkpoints, current, *args, **kwargs)
 
   checkpointing.save = save_on_a_full_disk
-  train.image_grid = lambda images: images[0, :1, :1].astype('float32')
+  summaries.image_grid = lambda images: images[0, :1, :1].astype('float32')
 
 
 def budget_spent_in(index):

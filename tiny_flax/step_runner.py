@@ -1,17 +1,73 @@
-"""The compiled train step run the way training runs it.
+"""The train and eval steps compiled for the input, and run as training runs them.
 
 Shared by the trainer and the benchmark (throughput.py), so that the
-benchmark's "resident" figure measures the trainer's own dispatch: calls
-queued back to back, at most `StepsAhead` ahead of the device, their metrics
-kept on the devices until a log step merges them in one call. A call runs one
-step, or `config.steps_per_dispatch` of them scanned together, so that a
-device whose step is shorter than the host's dispatch still never waits.
+benchmark's "resident" figure measures the trainer's own input and dispatch:
+calls queued back to back, at most `StepsAhead` ahead of the device, their
+metrics kept on the devices until a log step merges them in one call. A call
+runs one step, or `config.steps_per_dispatch` of them scanned together, so
+that a device whose step is shorter than the host's dispatch still never
+waits.
 """
 
 import collections
+import itertools
+from typing import Callable, Iterator, NamedTuple
 
+from absl import logging
 import jax
 import numpy as np
+
+from tiny_flax import steps
+
+
+class CompiledInput(NamedTuple):
+  """The steps compiled for a `data.Dataset`, and its batches from the host."""
+  train_step: Callable  # (state, batch) -> (state, metrics)
+  train_steps: Callable  # the same over stacked batches (steps.in_sequence)
+  eval_step: Callable  # (state, batch) -> metrics
+  batches: Iterator  # this process's training batches from the start step
+  first_images: np.ndarray  # the first batch's augmented images, for display
+
+
+def compile_input(dataset, par, train_step, start_step, seed):
+  """`CompiledInput` of `train_step` and steps.eval_step fed by `dataset`.
+
+  From tf.data's batches; or, with resident data, from index batches, the
+  steps gathering and transforming their images on the devices, their
+  random draws from `seed`. The trainer and the benchmark (throughput.py)
+  both train this way.
+  """
+  batches = dataset.train_batches(start_step)
+  first = next(batches)
+  batches = itertools.chain([first], batches)
+  resident = dataset.resident
+  if resident is None:
+    return CompiledInput(*par.compile_train(train_step),
+                         par.compile(steps.eval_step), batches, first['image'])
+
+  key = jax.random.key(seed + 2)
+
+  def body(state, batch, arrays):
+    step_key = jax.random.fold_in(jax.random.fold_in(key, state.step),
+                                  jax.lax.axis_index(steps.AXIS))
+    return train_step(state, resident.train_batch(arrays, batch, step_key))
+
+  def eval_body(state, batch, arrays):
+    return steps.eval_step(state, resident.eval_batch(arrays, batch))
+
+  train_images = resident.arrays['train']['image']
+  logging.info('Training and validation splits resident on the devices: '
+               '%d + %d images, %.2f GB.', len(train_images),
+               len(resident.arrays['validation']['image']),
+               sum(x.nbytes for x in jax.tree.leaves(resident.arrays)) / 1e9)
+  arrays = par.replicate_host_data(resident.arrays)
+  with_arrays = lambda fn: lambda state, batch: fn(state, batch, arrays)
+  compiled, compiled_steps = par.compile_train(body, replicated_inputs=1)
+  first_images = jax.jit(resident.augment)(train_images[first['index']], key)
+  return CompiledInput(
+      with_arrays(compiled), with_arrays(compiled_steps),
+      with_arrays(par.compile(eval_body, replicated_inputs=1)), batches,
+      np.asarray(first_images))
 
 
 def dispatch_sizes(start_step, num_steps, steps_per_dispatch, every):

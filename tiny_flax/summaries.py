@@ -1,4 +1,5 @@
-"""TensorBoard writers and progress reports, with or without TensorFlow.
+"""TensorBoard writers and progress reports, with or without TensorFlow, and
+the grid that shows a batch's images there.
 
 Where TensorFlow is installed, clu's writers and ReportProgress (which import
 it). Elsewhere the same calls go to the `tensorboard` package's own event
@@ -21,6 +22,21 @@ from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.summary.writer import event_file_writer
 from tensorboard.util import tensor_util
+
+
+def image_grid(images, columns=8, rows=4):
+  """Up to rows x columns images tiled, each rescaled to [0, 1] for display."""
+  images = images[:rows * columns].astype(np.float32)
+  low = images.min(axis=(1, 2, 3), keepdims=True)
+  high = images.max(axis=(1, 2, 3), keepdims=True)
+  images = (images - low) / np.maximum(high - low, 1e-6)
+  count, height, width, channels = images.shape
+  rows = -(-count // columns)
+  grid = np.zeros((rows * columns, height, width, channels), np.float32)
+  grid[:count] = images
+  grid = grid.reshape(rows, columns, height, width, channels)
+  return grid.transpose(0, 2, 1, 3, 4).reshape(
+      rows * height, columns * width, channels)
 
 
 def create_writer(workdir, *, tensorflow, just_logging=False):

@@ -18,7 +18,6 @@ from tiny_flax import flops
 from tiny_flax import optim
 from tiny_flax import step_runner
 from tiny_flax import steps
-from tiny_flax import train
 from tiny_flax.data import archive
 from tiny_flax.data import jax_transforms
 from tiny_flax.data import resident as resident_lib
@@ -162,8 +161,8 @@ def measure_resident(config, platform, par, batch_size, num_steps,
                      profile_dir=None):
   """Training as with config.input.on_device: images/s and device idle share.
 
-  Both the input and the loop are the trainer's (train.compile_input,
-  step_runner.StepRunner): index batches from the host, prefetched, the step
+  Both the input and the loop are the trainer's (step_runner.compile_input
+  and StepRunner): index batches from the host, prefetched, the step
   gathering and augmenting its images, the calls the trainer makes
   (`steps_per_dispatch` steps, one near a log step), and at each log step
   (config.log_every_steps) the merge of the interval's metrics and the fetch
@@ -192,8 +191,8 @@ def measure_resident(config, platform, par, batch_size, num_steps,
       resident=resident_lib.build(
           split, {k: v[:batch_size] for k, v in split.items()},
           config.input.train, config.input.eval))
-  compiled = train.compile_input(config, dataset, par,
-                                 _train_step_body(config), 0)
+  compiled = step_runner.compile_input(dataset, par, _train_step_body(config),
+                                       0, config.seed)
   log_every = config.log_every_steps
   sizes = list(step_runner.dispatch_sizes(0, log_every, steps_per_dispatch,
                                           (log_every,)))

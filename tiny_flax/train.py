@@ -6,10 +6,8 @@ restarted run resumes from the latest checkpoint.
 """
 
 import functools
-import itertools
 import math
 import sys
-from typing import Callable, Iterator, NamedTuple
 
 from absl import logging
 import jax
@@ -50,70 +48,6 @@ def _init_from_torchvision(config, state):
       params=variables['params'], batch_stats=variables['batch_stats'],
       opt_state=state.tx.init(variables['params']),
       ema=jax.tree.map(jnp.copy, dict(variables)) if state.ema else {})
-
-
-class CompiledInput(NamedTuple):
-  """The steps compiled for a `data.Dataset`, and its batches from the host."""
-  train_step: Callable  # (state, batch) -> (state, metrics)
-  train_steps: Callable  # the same over stacked batches (steps.in_sequence)
-  eval_step: Callable  # (state, batch) -> metrics
-  batches: Iterator  # this process's training batches from the start step
-  first_images: np.ndarray  # the first batch's augmented images, for display
-
-
-def compile_input(config, dataset, par, train_step, start_step):
-  """`CompiledInput` of `train_step` and steps.eval_step fed by `dataset`.
-
-  From tf.data's batches; or, with resident data, from index batches, the
-  steps gathering and transforming their images on the devices. The
-  trainer and the benchmark (throughput.py) both train this way.
-  """
-  batches = dataset.train_batches(start_step)
-  first = next(batches)
-  batches = itertools.chain([first], batches)
-  resident = dataset.resident
-  if resident is None:
-    return CompiledInput(*par.compile_train(train_step),
-                         par.compile(steps.eval_step), batches, first['image'])
-
-  key = jax.random.key(config.seed + 2)
-
-  def body(state, batch, arrays):
-    step_key = jax.random.fold_in(jax.random.fold_in(key, state.step),
-                                  jax.lax.axis_index(steps.AXIS))
-    return train_step(state, resident.train_batch(arrays, batch, step_key))
-
-  def eval_body(state, batch, arrays):
-    return steps.eval_step(state, resident.eval_batch(arrays, batch))
-
-  train_images = resident.arrays['train']['image']
-  logging.info('Training and validation splits resident on the devices: '
-               '%d + %d images, %.2f GB.', len(train_images),
-               len(resident.arrays['validation']['image']),
-               sum(x.nbytes for x in jax.tree.leaves(resident.arrays)) / 1e9)
-  arrays = par.replicate_host_data(resident.arrays)
-  with_arrays = lambda fn: lambda state, batch: fn(state, batch, arrays)
-  compiled, compiled_steps = par.compile_train(body, replicated_inputs=1)
-  first_images = jax.jit(resident.augment)(train_images[first['index']], key)
-  return CompiledInput(
-      with_arrays(compiled), with_arrays(compiled_steps),
-      with_arrays(par.compile(eval_body, replicated_inputs=1)), batches,
-      np.asarray(first_images))
-
-
-def image_grid(images, columns=8, rows=4):
-  """Up to rows x columns images tiled, each rescaled to [0, 1] for display."""
-  images = images[:rows * columns].astype(np.float32)
-  low = images.min(axis=(1, 2, 3), keepdims=True)
-  high = images.max(axis=(1, 2, 3), keepdims=True)
-  images = (images - low) / np.maximum(high - low, 1e-6)
-  count, height, width, channels = images.shape
-  rows = -(-count // columns)
-  grid = np.zeros((rows * columns, height, width, channels), np.float32)
-  grid[:count] = images
-  grid = grid.reshape(rows, columns, height, width, channels)
-  return grid.transpose(0, 2, 1, 3, 4).reshape(
-      rows * height, columns * width, channels)
 
 
 def validate(eval_step, state, batches, par):
@@ -245,9 +179,11 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
 
   # The compiled steps, and the runner that dispatches them.
   clock.first_call_begins()
-  compiled = compile_input(config, dataset, par, train_step, start_step)
+  compiled = step_runner.compile_input(dataset, par, train_step, start_step,
+                                       config.seed)
   writer.write_images(start_step, {
-      'augmented_train_images': image_grid(compiled.first_images)[None]})
+      'augmented_train_images':
+          summaries.image_grid(compiled.first_images)[None]})
   runner = step_runner.StepRunner(
       par, compiled.train_step, par.replicate(state), compiled.batches,
       step_runner.dispatch_sizes(start_step, num_steps,
