@@ -40,6 +40,43 @@ def test_the_second_epoch_is_measured_where_the_schedule_allows():
   assert time_budget.decision_epoch(original) == 1
 
 
+class _Clock:
+  """A RunClock's two readings, fixed."""
+
+  def __init__(self, epoch_s, elapsed_s):
+    self.asked = []
+    self._epoch_s, self._elapsed_s = epoch_s, elapsed_s
+
+  def epoch_s(self, steps_trained, steps_per_epoch):
+    self.asked.append((steps_trained, steps_per_epoch))
+    return self._epoch_s
+
+  def elapsed_s(self):
+    return self._elapsed_s
+
+
+def test_the_loop_sizes_at_the_measured_epochs_end_once():
+  budget = resnet18.get_config('budget')  # sized after epoch 1
+  budget.time_budget_minutes = 10.0
+  sizing = time_budget.Sizing(budget, steps_per_epoch=100)
+  assert sizing.step == 100
+  assert sizing.times_first_epoch(0) and sizing.times_first_epoch(99)
+  assert not sizing.times_first_epoch(100)
+  assert not sizing.sized_before(99) and sizing.sized_before(100)
+  # 500 s left at 60 s an epoch: 8 more after the first, 9 of 15.
+  clock = _Clock(epoch_s=60.0, elapsed_s=100.0)
+  assert sizing.num_steps(clock, start_step=30) == 900
+  assert clock.asked == [(70, 100)]  # the steps this start trained
+
+  tuned = resnet18.get_config('tuned')  # sized after epoch 2
+  sizing = time_budget.Sizing(tuned, steps_per_epoch=100)
+  assert sizing.step == 200 and not sizing.times_first_epoch(0)
+  tuned.num_train_steps = 5  # no budget: never sized
+  sizing = time_budget.Sizing(tuned, steps_per_epoch=100)
+  assert sizing.step == 0 and not sizing.sized_before(10**6)
+  assert not sizing.times_first_epoch(0)
+
+
 @pytest.mark.parametrize('override, fragment', [
     ({'time_budget_minutes': -1.0}, 'must be >= 0'),
     ({'time_budget_minutes': float('nan')}, 'must be >= 0'),

@@ -116,6 +116,12 @@ def for_training(config, steps_per_epoch):
   return create(config, learning_rate_schedule(config, steps_per_epoch))
 
 
+def schedule_steps(opt_state):
+  """The schedule's length in steps held by `for_training`'s state under a
+  time budget."""
+  return int(opt_state.hyperparams['schedule_steps'])
+
+
 def with_schedule_steps(opt_state, num_steps):
   """`for_training`'s state under a time budget, its schedule `num_steps`
   long (an int32 array placed as the state is)."""

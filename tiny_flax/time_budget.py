@@ -87,3 +87,29 @@ def decide(config, epoch_s, elapsed_s):
                     'them: lower config.schedule.warmup_epochs or raise the '
                     'budget.')
   return epochs
+
+
+class Sizing:
+  """A budget as the training loop meets it, in steps."""
+
+  def __init__(self, config, steps_per_epoch):
+    self._config = config
+    self._steps_per_epoch = steps_per_epoch
+    # The step whose validation ends the measured epoch (0: no budget).
+    self.step = (decision_epoch(config) * steps_per_epoch if active(config)
+                 else 0)
+
+  def sized_before(self, start_step):
+    """Whether a start of the run before this one chose its length."""
+    return 0 < self.step <= start_step
+
+  def times_first_epoch(self, start_step):
+    """Whether this start measures the first epoch, whose validation must
+    then be compiled beforehand to take what each later one will."""
+    return self.step == self._steps_per_epoch and start_step < self.step
+
+  def num_steps(self, clock, start_step):
+    """The run's length, decided at `self.step` from `clock` (a RunClock)."""
+    epoch_s = clock.epoch_s(self.step - start_step, self._steps_per_epoch)
+    return self._steps_per_epoch * decide(self._config, epoch_s,
+                                          clock.elapsed_s())

@@ -135,13 +135,12 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
   start_step = int(state.step)
   if start_step == 0 and config.init_from:
     state = _init_from_torchvision(config, state)
-  # The step after which a time budget sizes the run (0: none).
-  sizing_step = (time_budget.decision_epoch(config) * steps_per_epoch
-                 if time_budget.active(config) else 0)
+  # A time budget sizes the run at an early epoch's end; the length chosen
+  # travels in the optimizer state, so a resumed run keeps it.
+  sizing = time_budget.Sizing(config, steps_per_epoch)
   schedule_steps = None  # the schedule's length: config.num_epochs of steps
-  if sizing_step and start_step >= sizing_step:  # sized by an earlier start
-    num_steps = schedule_steps = int(
-        state.opt_state.hyperparams['schedule_steps'])
+  if sizing.sized_before(start_step):
+    num_steps = schedule_steps = optim.schedule_steps(state.opt_state)
     logging.info('Sized to %d epochs by the time budget.',
                  num_steps // steps_per_epoch)
 
@@ -192,9 +191,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       compiled.train_steps)
   del state  # the runner's replicated copy is the one that trains
   last_finite = {}  # step and training loss of the last finite log
-  if sizing_step == steps_per_epoch and start_step < sizing_step:
-    # So that the first epoch's validation, which sizes the run, takes what
-    # each later one will.
+  if sizing.times_first_epoch(start_step):  # its validation compiled first
     with clock.setup():
       _prepare_validation(compiled.eval_step, runner.state,
                           dataset.eval_batches, par)
@@ -236,10 +233,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                      clock.last_validation_s())
         _check_finite(step, {'val_loss': metrics['val_loss']}, last_finite,
                       checkpoints)
-        if step == sizing_step:  # size the run to the time budget
-          num_steps = steps_per_epoch * time_budget.decide(
-              config, clock.epoch_s(step - start_step, steps_per_epoch),
-              clock.elapsed_s())
+        if step == sizing.step:  # size the run to the time budget
+          num_steps = sizing.num_steps(clock, start_step)
           runner.state = runner.state.replace(
               opt_state=optim.with_schedule_steps(
                   runner.state.opt_state, par.replicate(np.int32(num_steps))))
