@@ -94,3 +94,29 @@ def test_an_override_without_a_config_file_says_to_name_one(capsys):
   assert capsys.readouterr().err == (
       'error: --config.half_precision changes a value of a config: name the '
       'config file too, before it (--config=configs/NAME.py).\n')
+
+
+@pytest.mark.parametrize('spec, message', [
+    ('configs/shufflenet.py', 'no config file configs/shufflenet.py; did you '
+     'mean --config=configs/shufflenet_v2.py?'),
+    ('configs/resnet.py', 'no config file configs/resnet.py; did you mean '
+     '--config=configs/resnet50.py or --config=configs/resnet18.py?'),
+    ('configs/resnet18', 'no config file configs/resnet18; did you mean '
+     '--config=configs/resnet18.py?'),
+    ('resnet18.py:budget', 'no config file resnet18.py; did you mean '
+     '--config=configs/resnet18.py?'),  # a path from another folder
+    ('configs/vgg.py', 'no config file configs/vgg.py; configs holds '
+     'alexnet.py, default.py, resnet18.py, resnet50.py, shufflenet_v2.py, '
+     'smoke.py.'),
+    ('configs/smoke.py:tuned', 'configs/smoke.py has no variants; drop '
+     '":tuned".'),
+])
+def test_a_config_file_that_cannot_load_is_named_with_the_nearest(spec,
+                                                                  message):
+  assert errors.config_file_problem(spec) == f'--config={spec}: {message}'
+
+
+def test_config_files_that_load_are_not_reported():
+  for spec in ('configs/resnet18.py', 'configs/resnet18.py:budget',
+               'configs/smoke.py'):
+    assert errors.config_file_problem(spec) is None

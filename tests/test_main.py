@@ -133,8 +133,13 @@ def test_unknown_model(tmp_path, smoke_data):
      'did you mean --config.input?'),
     ('configs/resnet50.py:fast', '--config.num_epochs=1',
      "Unknown config variant 'fast': append nothing or \":tuned\""),
+    ('configs/shufflenet.py', '--config.num_epochs=1',
+     'no config file configs/shufflenet.py; did you mean '
+     '--config=configs/shufflenet_v2.py?'),
+    ('configs/smoke.py:tuned', '--config.num_epochs=1',
+     'configs/smoke.py has no variants; drop ":tuned".'),
 ])
-def test_a_mistyped_key_or_variant_is_one_line_not_a_traceback(
+def test_a_mistyped_config_key_or_variant_is_one_line_not_a_traceback(
     tmp_path, config, override, message):
   result = _main(tmp_path / 'run', override, config=config)
   _assert_user_error(result, message)

@@ -1,9 +1,11 @@
 """The one exception type for mistakes a user can fix (data, config, workdir),
 the entry points' one way out for it, and their flag parsing, which gives a
-mistyped config key or variant the same one line."""
+mistyped config file, key or variant the same one line."""
 
 import contextlib
 import difflib
+import inspect
+import os
 import re
 import runpy
 import sys
@@ -73,12 +75,16 @@ def parse_flags(argv):
   """absl's flag parsing (app.run's `flags_parser`), with a config's own
   mistakes in one line: an override without a config file, an override
   naming no key of the config (ml_collections raises a bare AttributeError
-  or KeyError), and a config file's UserError (an unknown variant)."""
-  if _config_file(argv) is None:
+  or KeyError), a config file that is not there or takes no variant, and a
+  config file's UserError (an unknown variant)."""
+  spec = _config_file(argv)
+  if spec is None:
     override = next((arg for arg in argv[1:] if _OVERRIDE.match(arg)), None)
     if override:
       _exit(f'{override.split("=")[0]} changes a value of a config: name the '
             'config file too, before it (--config=configs/NAME.py).')
+  elif problem := config_file_problem(spec):
+    _exit(problem)
   try:
     return app.parse_flags_with_usage(argv)
   except UserError as e:
@@ -104,6 +110,43 @@ def _config_file(argv):
     elif arg.startswith(('-config=', '--config=')):
       found = arg.split('=', 1)[1]
   return found
+
+
+def config_file_problem(spec):
+  """What keeps `--config=spec` (FILE[:VARIANT]) from loading, or None: no
+  such file (ml_collections defers its error to a traceback at the first
+  use), or a variant given to a config that takes none."""
+  path, colon, variant = spec.partition(':')
+  if not os.path.isfile(path):
+    folder = os.path.dirname(path)
+    if not _configs_in(folder):
+      folder = 'configs'  # a path from elsewhere: the project's own configs
+    names = _configs_in(folder)
+    if not names:
+      return (f'--config={spec}: no config file {path}; run from the folder '
+              f'that holds configs/ (here: {os.getcwd()}).')
+    stem = os.path.splitext(os.path.basename(path))[0]
+    close = ([stem] if stem in names else
+             difflib.get_close_matches(stem, names, n=2))
+    if close:
+      hint = ('did you mean ' + ' or '.join(
+          f'--config={os.path.join(folder, name)}.py' for name in close) + '?')
+    else:
+      hint = f'{folder} holds {", ".join(f"{name}.py" for name in names)}.'
+    return f'--config={spec}: no config file {path}; {hint}'
+  if colon:
+    get_config = runpy.run_path(path).get('get_config')
+    if callable(get_config) and not inspect.signature(get_config).parameters:
+      return f'--config={spec}: {path} has no variants; drop ":{variant}".'
+  return None
+
+
+def _configs_in(folder):
+  """The config files' names in `folder` (without .py), or []."""
+  if not os.path.isdir(folder or '.'):
+    return []
+  return sorted(name[:-3] for name in os.listdir(folder or '.')
+                if name.endswith('.py') and name != '__init__.py')
 
 
 def unknown_config_key(argv):
