@@ -1,6 +1,7 @@
 """Checkpoint retention and the workdir's config record."""
 
 import os
+import shutil
 
 import jax.numpy as jnp
 import ml_collections
@@ -38,6 +39,52 @@ def test_with_a_moving_average_the_best_is_by_its_top1(tmp_path):
   assert manager.all_steps() == [2, 3]
   assert checkpointing.find_step(manager, 'best') == 2
   manager.close()
+
+
+def _saved(workdir, steps):
+  manager = checkpointing.manager(str(workdir), keep=len(steps))
+  for step in steps:
+    checkpointing.save(manager, step, {'w': jnp.full((2,), step)},
+                       {'val_top1': step / 10})
+  manager.wait_until_finished()
+  manager.close()
+
+
+def test_a_checkpoint_deleted_by_the_live_run_while_read_is_read_again(
+    tmp_path):
+  """evaluate, predict and export on a run that is still training: it keeps
+  its latest checkpoints, so the one being read may vanish."""
+  _saved(tmp_path, [1, 2, 3])
+  tried = []
+
+  def restore_while_the_run_deletes(checkpoints, step):
+    tried.append(step)
+    if len(tried) == 1:  # the run saves step 4 and drops step 3 meanwhile
+      _saved(tmp_path / 'elsewhere', [4])
+      shutil.copytree(tmp_path / 'elsewhere' / 'checkpoints' / '4',
+                      tmp_path / 'checkpoints' / '4')
+      shutil.rmtree(tmp_path / 'checkpoints' / '3')
+    return checkpointing.restore(checkpoints, {'w': jnp.zeros((2,))}, step)
+
+  restored, step = checkpointing.read(str(tmp_path), 'latest',
+                                      restore_while_the_run_deletes)
+  assert tried == [3, 4] and step == 4
+  assert restored['w'].tolist() == [4, 4]
+
+
+def test_a_failing_read_of_checkpoints_left_in_place_is_raised(tmp_path):
+  _saved(tmp_path, [1, 2])
+  tried = []
+
+  def fails(checkpoints, step):
+    tried.append(step)
+    raise ValueError('damaged')
+
+  with pytest.raises(ValueError, match='damaged'):
+    checkpointing.read(str(tmp_path), 'best', fails)
+  assert tried == [2]  # not retried: nothing was deleted
+  with pytest.raises(errors.UserError, match='No checkpoint in'):
+    checkpointing.read(str(tmp_path / 'empty'), 'best', fails)
 
 
 def test_config_record_refuses_another_model_once_checkpoints_exist(tmp_path):

@@ -130,6 +130,35 @@ def restore(checkpoints, state, step):
   return checkpoints.restore(step, args=ocp.args.StandardRestore(state))
 
 
+def read(workdir, which, restore_fn, attempts=3):
+  """(restore_fn(checkpoints, step), step) for the checkpoint `which`
+  (find_step) of `workdir`, opened read-only.
+
+  The run that writes the workdir may be live, deleting all but its latest
+  and best checkpoints: a read that fails as checkpoints are deleted is
+  made again (`which` may then name another), up to `attempts` times.
+  Other errors are raised.
+  """
+  directory = _directory(workdir)
+  for attempt in range(attempts):
+    listed = _complete_steps(directory)
+    checkpoints = None
+    try:
+      checkpoints = manager(workdir, read_only=True)
+      step = find_step(checkpoints, which)
+      return restore_fn(checkpoints, step), step
+    except Exception:  # pylint: disable=broad-exception-caught
+      deleted = sorted(set(listed) - set(_complete_steps(directory)))
+      if not deleted or attempt + 1 == attempts:
+        raise
+      logging.warning('Checkpoints %s were deleted while they were read (by '
+                      'the run training in %s); reading %r again.', deleted,
+                      workdir, which)
+    finally:
+      if checkpoints is not None:
+        checkpoints.close()
+
+
 def restore_latest(checkpoints, state, fit=lambda state, saved_fields: state):
   """`state` from the newest checkpoint that restores, or unchanged if none.
 

@@ -15,20 +15,19 @@ def restore(config, workdir, platform, which='best'):
   The model is built on `platform`'s kernels and compute dtype, whichever
   precision trained it: a float16 run's state (with its loss scale) restores
   on a platform that computes in bfloat16 or float32. A run with config.ema
-  gives its moving-average weights.
+  gives its moving-average weights. The run may still be training.
   """
   model = steps.create_model(config, data.NUM_CLASSES, platform.kernels,
                              platform.compute_dtype)
-  checkpoints = checkpointing.manager(workdir, read_only=True)
-  try:
-    step = checkpointing.find_step(checkpoints, which)
+  fresh = steps.create_train_state(config, model, data.image_shape(config),
+                                   optim.for_training(config, 1))
+
+  def restore_step(checkpoints, step):
     template = steps.fit_checkpoint(
-        steps.create_train_state(config, model, data.image_shape(config),
-                                 optim.for_training(config, 1)),
-        checkpointing.saved_fields(checkpoints, step))
-    state = checkpointing.restore(checkpoints, template, step)
-  finally:
-    checkpoints.close()
+        fresh, checkpointing.saved_fields(checkpoints, step))
+    return checkpointing.restore(checkpoints, template, step)
+
+  state, step = checkpointing.read(workdir, which, restore_step)
   if config.ema.decay > 0:
     state = steps.with_ema_weights(state)
   return state, step
