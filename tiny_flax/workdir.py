@@ -30,7 +30,6 @@ def _lookup(config_dict, dotted):
   return value
 
 
-
 def check_same_run(workdir, previous, config):
   """Refuses a config whose model or dataset differs from the workdir's run."""
   previous, current = previous.to_dict(), config.to_dict()
@@ -42,14 +41,12 @@ def check_same_run(workdir, previous, config):
           'new --workdir, or the config that run used.')
 
 
-
 def write_atomically(path, text):
   """Readers see the old file or the new one; processes sharing it never clash."""
   tmp_path = f'{path}.tmp{os.getpid()}'
   with open(tmp_path, 'w') as f:
     f.write(text)
   os.replace(tmp_path, path)
-
 
 
 def _unwritable(workdir, error):
@@ -73,7 +70,6 @@ def check_workdir(workdir, config):
                       config.to_json_best_effort(indent=2))
   except OSError as e:
     raise _unwritable(workdir, e) from e
-
 
 
 def lock_workdir(workdir):
@@ -107,7 +103,6 @@ def lock_workdir(workdir):
   return lock
 
 
-
 def load_config(workdir):
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
@@ -116,12 +111,10 @@ def load_config(workdir):
     return ml_collections.ConfigDict(json.load(f))
 
 
-
 def save_class_names(workdir, class_names):
   """(wnid, name) per class index, so that predictions need no dataset."""
   write_atomically(os.path.join(workdir, 'classes.json'),
                     json.dumps(class_names, indent=1))
-
 
 
 def load_class_names(workdir):
