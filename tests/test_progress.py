@@ -1,6 +1,11 @@
 """The live progress bars: drawn on a terminal only, one per epoch, with the run's ETA."""
 
 import io
+import logging as std_logging
+import re
+import sys
+
+from absl import logging
 
 from tiny_flax import progress
 
@@ -44,3 +49,28 @@ def test_nothing_drawn_off_a_terminal_or_on_other_processes():
 
 def test_drawn_off_a_terminal_when_asked():
   assert 'epoch 3/3' in _train(io.StringIO(), mode='on')
+
+
+def test_log_lines_go_above_the_bar_not_onto_it(monkeypatch):
+  terminal = _Terminal()
+  handler = logging.get_absl_handler().python_handler
+  monkeypatch.setattr(handler, 'stream', terminal)
+  monkeypatch.setattr(sys, 'stderr', terminal)
+  bars = progress.EpochBars(4, 8, 32, stream=terminal)
+  for step in range(1, 9):
+    bars.update(step)
+    if step in (2, 6):
+      # What absl's handler does with a record once flags are parsed.
+      std_logging.StreamHandler.emit(handler, std_logging.makeLogRecord(
+          {'msg': 'logged at step %d', 'args': (step,),
+           'levelno': std_logging.INFO, 'levelname': 'INFO'}))
+      print(f'printed at step {step}', file=sys.stderr)
+  assert handler.stream is terminal and sys.stderr is terminal  # given back
+  text = terminal.getvalue()
+  # What a terminal shows of each line: the text after its last \r.
+  shown = [line.split('\r')[-1] for line in text.split('\n')]
+  for step in (2, 6):
+    for message in (f'logged at step {step}', f'printed at step {step}'):
+      [line] = [i for i, l in enumerate(shown) if message in l]
+      assert 'epoch ' not in shown[line], shown[line]  # not on the bar
+      assert f'epoch {step // 4 + 1}/2' in text.split('\n')[line + 1]

@@ -2,14 +2,16 @@
 
 Drawn by process 0 when its output is a terminal (or when asked, for the
 notebook); elsewhere (CI, files, other processes) training reports through
-its periodic log lines alone. The running loss and accuracy come from the log interval's summary,
-so the bar adds no host sync to the steps.
+its periodic log lines alone. The running loss and accuracy come from the
+log interval's summary, so the bar adds no host sync to the steps. While a
+bar is drawn, the log's lines go above it rather than onto its end.
 """
 
 import datetime
 import sys
 import time
 
+from absl import logging
 import tqdm
 
 
@@ -39,6 +41,7 @@ class EpochBars:
         initial=(step - epoch * self._steps_per_epoch) * self._batch_size,
         desc=f'epoch {epoch + 1}/{total_epochs}', unit='img',
         file=self._stream, dynamic_ncols=True, leave=True)
+    self._lines_above = _LinesAbove(self._stream)
 
   def update(self, step):
     """Called after `step` (1-based) has been dispatched."""
@@ -66,5 +69,46 @@ class EpochBars:
 
   def close(self):
     if self._bar is not None:
+      self._lines_above.close()
       self._bar.close()
       self._bar = None
+
+
+class _LinesAbove:
+  """While a bar is drawn on `stream`, the lines the log (absl's handler)
+  and sys.stderr would write there go above the bar, which tqdm draws again
+  below them; written as they were, they ended up on the bar's own line."""
+
+  def __init__(self, stream):
+    self._stream = stream
+    self._partial = ''
+    self._handler = logging.get_absl_handler().python_handler
+    self._swapped = {'handler': self._handler.stream is stream,
+                     'stderr': sys.stderr is stream}
+    if self._swapped['handler']:
+      self._handler.stream = self
+    if self._swapped['stderr']:
+      sys.stderr = self
+
+  def write(self, text):
+    lines = (self._partial + text).split('\n')
+    self._partial = lines.pop()
+    for line in lines:
+      tqdm.tqdm.write(line, file=self._stream)
+    return len(text)
+
+  def flush(self):
+    self._stream.flush()
+
+  def __getattr__(self, name):  # isatty, fileno, encoding: the stream's
+    return getattr(self._stream, name)
+
+  def close(self):
+    """Gives the stream back, with any line not yet ended."""
+    if self._swapped['handler'] and self._handler.stream is self:
+      self._handler.stream = self._stream
+    if self._swapped['stderr'] and sys.stderr is self:
+      sys.stderr = self._stream
+    if self._partial:
+      self._stream.write(self._partial)
+      self._partial = ''
