@@ -2,7 +2,6 @@
 
 import io
 import logging as std_logging
-import re
 import sys
 
 from absl import logging
