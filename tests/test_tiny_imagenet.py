@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 import conftest
 from tiny_flax.data import archive
 from tiny_flax.data import fake
+from tiny_flax.data import locate
 from tiny_flax.data import tiny_imagenet  # pylint: disable=unused-import
 
 ROOT = archive.ROOT
@@ -197,3 +198,34 @@ def test_a_preparation_killed_half_way_is_redone(fake_manual_dir, tmp_path):
   assert builder.info.splits['train'].num_examples == 800
   for split, count in (('train', 800), ('validation', 400)):
     assert builder.as_dataset(split=split).reduce(0, lambda n, _: n + 1) == count
+
+
+def test_a_second_run_waits_for_a_preparation_in_progress_and_reads_it(
+    fake_manual_dir, tmp_path):
+  """Two runs started on unprepared data: the second waits for the first's
+  lock, then reads its records (without the lock both prepared, and the
+  slower failed with a FileExistsError)."""
+  data_dir = tmp_path / 'data'
+  log = tmp_path / 'second.log'
+  with locate.preparing(str(data_dir)), open(log, 'w') as stderr:
+    second = subprocess.Popen(
+        [sys.executable, '-c', 'import sys\nfrom configs import smoke\n'
+         'from tiny_flax.data import pipeline\n'
+         'config = smoke.get_config()\n'
+         'config.dataset.manual_dir, config.dataset.data_dir = sys.argv[1:]\n'
+         'splits = pipeline.prepare(config).info.splits\n'
+         'print(splits["train"].num_examples, '
+         'splits["validation"].num_examples)',
+         fake_manual_dir, str(data_dir)],
+        cwd=conftest.REPO, env=dict(os.environ, PYTHONPATH=conftest.REPO),
+        stdout=subprocess.PIPE, stderr=stderr, text=True)
+    deadline = time.monotonic() + 120
+    while 'waiting for it to finish' not in log.read_text():
+      assert second.poll() is None, log.read_text()[-2000:]
+      assert time.monotonic() < deadline, log.read_text()[-2000:]
+      time.sleep(0.1)
+    _prepare(fake_manual_dir, data_dir)  # the first run's preparation
+    assert second.poll() is None  # still waiting
+  out, _ = second.communicate(timeout=120)
+  assert second.returncode == 0, log.read_text()[-2000:]
+  assert out.split() == ['800', '400']

@@ -55,7 +55,8 @@ def test_train_evaluate_predict_export_without_tensorflow(
   assert ('Input: resident in device memory (config.input.on_device=auto)'
           in result.stderr)
   assert 'Training and validation splits resident on the devices' in result.stderr
-  assert os.listdir(data_dir) == ['tiny_imagenet_arrays']  # no TFDS records
+  assert sorted(os.listdir(data_dir)) == [  # no TFDS records
+      '.tiny_flax_prepare.lock', 'tiny_imagenet_arrays']
 
   scalars = report.read_scalars(workdir)
   assert sorted(scalars['train_loss']) == [1, 2, 3]

@@ -104,7 +104,8 @@ def load_arrays(config):
     source = locate.official_archive(manual_dir, data_dir)
     return arrays.load(source, arrays.cache_dir(data_dir))
   if jax.process_index() == 0:
-    decoded = load()
+    with locate.preparing(data_dir):
+      decoded = load()
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('tiny_imagenet arrays prepared')
     if jax.process_index() > 0:

@@ -5,8 +5,12 @@ The fake archive is generated; the official one is found in
 neither needs the other's libraries.
 """
 
+import contextlib
+import fcntl
 import os
 import urllib.request
+
+from absl import logging
 
 from tiny_flax import errors
 from tiny_flax.data import archive
@@ -44,6 +48,33 @@ def dirs(config):
     data_dir = config.dataset.data_dir or DEFAULT_DATA_DIR
   return (os.path.expanduser(manual_dir) if manual_dir else '',
           os.path.expanduser(data_dir))
+
+
+@contextlib.contextmanager
+def preparing(data_dir):
+  """Held while this process prepares data in `data_dir` (the download, the
+  TFDS records, the arrays): a second run on the same data waits, then uses
+  what the first prepared, instead of preparing it beside it (two TFDS
+  preparations end with the slower one's FileExistsError).
+
+  flock: a killed holder holds nothing. A data_dir this process cannot
+  write to is used without the lock (it can only be read).
+  """
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+    lock = open(os.path.join(data_dir, '.tiny_flax_prepare.lock'), 'a')  # pylint: disable=consider-using-with
+  except OSError:
+    yield
+    return
+  with lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.warning('Another process is preparing Tiny ImageNet in %s; '
+                      'waiting for it to finish, to use what it prepares.',
+                      data_dir)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
 
 
 def official_archive(manual_dir, data_dir):

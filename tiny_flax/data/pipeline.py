@@ -47,14 +47,23 @@ def dataset(config):
 def prepare(config):
   """Returns the TFDS builder of the config's dataset, prepared on first use."""
   manual_dir, data_dir = locate.dirs(config)
-  builder = tfds.builder('tiny_imagenet', data_dir=data_dir)
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
+
+  def prepared():
+    # Made once the records may be there: a builder made before another
+    # process wrote them reads none of them.
+    builder = tfds.builder('tiny_imagenet', data_dir=data_dir)
+    builder.download_and_prepare(download_config=download_config)
+    return builder
+
   # One process prepares (on a shared data_dir); the others wait, then reuse.
   if jax.process_index() == 0:
-    builder.download_and_prepare(download_config=download_config)
+    with locate.preparing(data_dir):
+      builder = prepared()
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('tiny_imagenet prepared')
-    builder.download_and_prepare(download_config=download_config)
+    if jax.process_index() > 0:
+      builder = prepared()
   return builder
 
 
