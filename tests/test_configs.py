@@ -157,3 +157,17 @@ def test_a_platform_value_out_of_its_choices_is_refused_by_name(key, value,
   config.update_from_flattened_dict({key: value})
   with pytest.raises(errors.UserError, match=re.escape(message)):
     backend.resolve(config, resident_bytes=0)
+
+
+def test_a_gpu_left_unused_by_jaxs_cpu_build_is_named(tmp_path):
+  driver = tmp_path / 'version'
+  driver.write_text('NVRM version: NVIDIA UNIX x86_64 Kernel Module 575.57')
+  warning = backend.unused_gpu('cpu', {}, str(driver))
+  assert 'requirements-cuda.txt' in warning
+  # No GPU; JAX on it; or the CPU chosen on purpose.
+  assert backend.unused_gpu('cpu', {}, str(tmp_path / 'none')) is None
+  assert backend.unused_gpu('gpu', {}, str(driver)) is None
+  for environ in ({'JAX_PLATFORMS': 'cpu'}, {'CUDA_VISIBLE_DEVICES': ''},
+                  {'CUDA_VISIBLE_DEVICES': '-1'}):
+    assert backend.unused_gpu('cpu', environ, str(driver)) is None
+  assert backend.unused_gpu('cpu', {'CUDA_VISIBLE_DEVICES': '0'}, str(driver))

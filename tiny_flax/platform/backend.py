@@ -95,6 +95,9 @@ def resolve(config, resident_bytes):
       input_on_device=input_on_device(config.input.on_device, resident_bytes,
                                       tensorflow),
       tensorflow=tensorflow)
+  unused = unused_gpu(platform.backend)
+  if unused:
+    logging.warning('%s', unused)
   logging.info('Input: %s (config.input.on_device=%s).',
                'resident in device memory' if platform.input_on_device
                else 'tf.data', config.input.on_device)
@@ -105,6 +108,21 @@ def resolve(config, resident_bytes):
                jnp.dtype(platform.compute_dtype).name,
                'TensorFlow installed' if tensorflow else 'no TensorFlow')
   return platform
+
+
+def unused_gpu(backend, environ=os.environ,
+               nvidia_driver='/proc/driver/nvidia/version'):
+  """A warning where an NVIDIA GPU is present but JAX computes on the CPU
+  (JAX's CPU build alone installed, as requirements.txt installs it), else
+  None. Silent where the CPU was chosen (JAX_PLATFORMS, CUDA_VISIBLE_DEVICES
+  empty or -1)."""
+  if (backend != 'cpu' or environ.get('JAX_PLATFORMS')
+      or environ.get('CUDA_VISIBLE_DEVICES') in ('', '-1')
+      or not os.path.exists(nvidia_driver)):
+    return None
+  return ('This machine has an NVIDIA GPU, but JAX computes on the CPU: its '
+          'CUDA build is not installed. To train on the GPU: pip install -r '
+          'requirements-cuda.txt (README, GPUs and TPUs).')
 
 
 def use_compilation_cache():
