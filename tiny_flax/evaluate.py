@@ -57,8 +57,9 @@ def _image_batches(dataset):
 def predict_validation(state, dataset, logits_fn):
   """Labels, top-5 predictions and losses of every validation image."""
   labels, top5, losses = [], [], []
+  # disable=None: drawn on a terminal, kept out of logs written to files.
   for batch in tqdm.tqdm(_image_batches(dataset), total=len(
-      dataset.eval_batches), desc='Evaluating', unit='batch'):
+      dataset.eval_batches), desc='Evaluating', unit='batch', disable=None):
     logits = logits_fn(state, batch['image'])
     keep = batch['mask']
     labels.append(batch['label'][keep])

@@ -79,7 +79,7 @@ class TinyImagenet(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, source, examples, split):
     # TFDS's own bar counts examples; this one knows the total, hence an ETA.
     for member, label in tqdm.tqdm(examples, desc=f'Reading {split} images',
-                                   unit='image', leave=False):
+                                   unit='image', leave=False, disable=None):
       file_name = os.path.basename(member)
       yield file_name, {'image': source.jpeg(member), 'label': label,
                         'file_name': file_name}
