@@ -1,9 +1,12 @@
 """Stopping and resuming: SIGTERM/SIGINT mid-epoch, timed checkpoints, one run per workdir."""
 
+import errno
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
@@ -11,6 +14,7 @@ import conftest
 from tiny_flax import errors
 from tiny_flax import preemption
 from tiny_flax import workdir as workdir_lib
+from tiny_flax.data import locate
 
 
 def _steps_saved(workdir):
@@ -109,6 +113,22 @@ def test_a_live_run_holds_its_workdir(tmp_path):
     holder.kill()
     holder.wait()
   workdir_lib.lock_workdir(str(tmp_path)).close()  # a dead holder holds nothing
+
+
+def test_without_file_locks_a_run_goes_on_unguarded(
+    tmp_path, monkeypatch):
+  """Some network file systems refuse flock: the workdir is used with a
+  warning, the data prepared unlocked."""
+  def no_locks(*_):
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+  monkeypatch.setattr(fcntl, 'flock', no_locks)
+  with mock.patch.object(workdir_lib.logging, 'warning') as warning:
+    workdir_lib.lock_workdir(str(tmp_path)).close()
+  assert 'will not be refused' in warning.call_args[0][0]
+  prepared = []
+  with locate.preparing(str(tmp_path / 'data')):
+    prepared.append(True)
+  assert prepared
 
 
 def test_a_diverging_run_stops_before_checkpointing_it(fake_config, fake_builder,

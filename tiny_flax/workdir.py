@@ -12,6 +12,7 @@ import json
 import os
 import socket
 
+from absl import logging
 import jax
 import ml_collections
 
@@ -96,6 +97,9 @@ def lock_workdir(workdir):
     raise errors.UserError(
         f'{workdir} is in use by {holder}. Wait for that run to end or stop '
         'it, or pass another --workdir.') from e
+  except OSError as e:  # a file system without locks (some network mounts)
+    logging.warning('Cannot lock %s (%s): a second run started on this '
+                    'workdir will not be refused.', workdir, e.strerror)
   lock.seek(0)
   lock.truncate()
   lock.write(f'process {os.getpid()} on {socket.gethostname()}\n')

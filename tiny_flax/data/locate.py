@@ -58,7 +58,8 @@ def preparing(data_dir):
   preparations end with the slower one's FileExistsError).
 
   flock: a killed holder holds nothing. A data_dir this process cannot
-  write to is used without the lock (it can only be read).
+  write to (it can only be read) or that cannot be locked is used without
+  the lock.
   """
   try:
     os.makedirs(data_dir, exist_ok=True)
@@ -74,6 +75,8 @@ def preparing(data_dir):
                       'waiting for it to finish, to use what it prepares.',
                       data_dir)
       fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError:  # a file system without locks: prepared unlocked
+      pass
     yield
 
 
