@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from unittest import mock
 
 import jax.numpy as jnp
 import ml_collections
@@ -162,3 +163,19 @@ def test_no_checkpoint_fitting_the_config_is_an_error(tmp_path):
     checkpointing.restore_latest(manager, {'w': jnp.ones(3), 'extra': jnp.ones(2)})
   assert manager.all_steps() == [5]  # nothing set aside
   manager.close()
+
+
+def test_a_resume_at_another_batch_size_is_warned_of(tmp_path):
+  config = ml_collections.ConfigDict({'model': 'resnet18', 'batch_size': 256,
+                                      'dataset': {'source': 'official'}})
+  workdir_lib.check_workdir(str(tmp_path), config)
+  (tmp_path / 'checkpoints' / '4').mkdir(parents=True)
+  with mock.patch.object(workdir_lib.logging, 'warning') as warning:
+    workdir_lib.check_workdir(str(tmp_path), config)  # the same batch
+    assert not warning.called
+    config.batch_size = 128  # fits a smaller GPU, but moves the epochs
+    workdir_lib.check_workdir(str(tmp_path), config)
+  message = warning.call_args[0][0] % warning.call_args[0][1:]
+  assert 'batch_size=256, resumed at batch_size=128' in message
+  assert '--config.microbatches=2' in message
+  assert workdir_lib.load_config(str(tmp_path)).batch_size == 128

@@ -32,7 +32,9 @@ def _lookup(config_dict, dotted):
 
 
 def check_same_run(workdir, previous, config):
-  """Refuses a config whose model or dataset differs from the workdir's run."""
+  """Refuses a config whose model or dataset differs from the workdir's run;
+  warns of another batch size, which the run takes but which moves its
+  epochs and schedule against the steps it has trained."""
   previous, current = previous.to_dict(), config.to_dict()
   for key in IDENTITY_KEYS:
     if _lookup(previous, key) != _lookup(current, key):
@@ -40,6 +42,14 @@ def check_same_run(workdir, previous, config):
           f'{workdir} holds a run with {key}={_lookup(previous, key)!r}, '
           f'but this config has {key}={_lookup(current, key)!r}. Pass a '
           'new --workdir, or the config that run used.')
+  if previous.get('batch_size') != current.get('batch_size'):
+    logging.warning(
+        '%s holds a run of batch_size=%s, resumed at batch_size=%s: its '
+        'steps so far count as other epochs, and its data order and '
+        'learning-rate schedule change. To fit a device with less memory, '
+        'keep the batch and compute it in parts (--config.microbatches=2, '
+        '4, ...).', workdir, previous.get('batch_size'),
+        current.get('batch_size'))
 
 
 def write_atomically(path, text):
