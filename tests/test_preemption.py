@@ -13,6 +13,7 @@ import pytest
 import conftest
 from tiny_flax import errors
 from tiny_flax import preemption
+from tiny_flax import train
 from tiny_flax import workdir as workdir_lib
 from tiny_flax.data import locate
 
@@ -145,3 +146,28 @@ def test_a_diverging_run_stops_before_checkpointing_it(fake_config, fake_builder
   assert message and 'Training diverged by step' in message[0]
   assert 'learning_rate' in message[0]
   assert not os.path.isdir(workdir / 'checkpoints') or not _steps_saved(workdir)
+
+
+class _Checkpoints:
+
+  def __init__(self, latest):
+    self._latest = latest
+
+  def latest_step(self):
+    return self._latest
+
+
+def test_a_divergence_names_the_last_finite_loss_and_where_to_resume():
+  last_finite = {}
+  train._check_finite(10, {'train_loss': 2.5}, last_finite, _Checkpoints(None))
+  with pytest.raises(errors.UserError) as raised:
+    train._check_finite(20, {'val_loss': float('nan')}, last_finite,
+                        _Checkpoints(10))
+  assert ("{'val_loss': nan}; last finite training loss 2.5 at step 10; the "
+          'same command resumes from the checkpoint of step 10. Lower '
+          'config.learning_rate') in str(raised.value)
+  with pytest.raises(errors.UserError) as raised:
+    train._check_finite(20, {'train_loss': float('nan')}, {},
+                        _Checkpoints(None))
+  assert ('no finite training loss logged; no checkpoint was written.'
+          in str(raised.value))

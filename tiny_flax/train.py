@@ -64,11 +64,15 @@ def _check_finite(step, values, last_finite, checkpoints):
     if 'train_loss' in values:
       last_finite.update(step=step, loss=values['train_loss'])
     return
+  finite = (f'last finite training loss {last_finite["loss"]:.4g} at step '
+            f'{last_finite["step"]}' if last_finite else
+            'no finite training loss logged')
+  saved = checkpoints.latest_step()
+  resume = (f'the same command resumes from the checkpoint of step {saved}'
+            if saved is not None else 'no checkpoint was written')
   raise errors.UserError(
-      f'Training diverged by step {step}: {values}. Last finite training '
-      f'loss: {last_finite.get("loss")} at step {last_finite.get("step")}; '
-      f'last checkpoint: step {checkpoints.latest_step()}, which the same '
-      'command resumes from. Lower config.learning_rate or add warmup '
+      f'Training diverged by step {step}: {values}; {finite}; {resume}. '
+      'Lower config.learning_rate or add warmup '
       '(config.schedule.warmup_epochs).')
 
 
