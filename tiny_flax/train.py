@@ -263,6 +263,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
             'most and least misclassified classes): python -m '
             f'tiny_flax.evaluate --workdir={workdir}', file=sys.stderr)
   finally:
+    bars.close()  # and gives the log its stream back, before any error line
     trace.stop(step)
     stop.restore_handlers()
     writer.flush()
