@@ -119,9 +119,9 @@ def config_file_problem(spec):
   path, colon, variant = spec.partition(':')
   if not os.path.isfile(path):
     folder = os.path.dirname(path)
-    if not _configs_in(folder):
-      folder = 'configs'  # a path from elsewhere: the project's own configs
     names = _configs_in(folder)
+    if not names:  # a path from elsewhere: the project's own configs
+      folder, names = 'configs', _configs_in('configs')
     if not names:
       return (f'--config={spec}: no config file {path}; run from the folder '
               f'that holds configs/ (here: {os.getcwd()}).')
@@ -143,9 +143,10 @@ def config_file_problem(spec):
 
 def _configs_in(folder):
   """The config files' names in `folder` (without .py), or []."""
-  if not os.path.isdir(folder or '.'):
+  folder = folder or '.'
+  if not os.path.isdir(folder):
     return []
-  return sorted(name[:-3] for name in os.listdir(folder or '.')
+  return sorted(name[:-3] for name in os.listdir(folder)
                 if name.endswith('.py') and name != '__init__.py')
 
 
