@@ -4,6 +4,9 @@
 
 FAULT:N is one of
   kill_after_step:N  SIGKILL once training step N is dispatched;
+  sigterm_after_step:N
+                     SIGTERM once training step N is dispatched: the run
+                     saves the step that call ends at and exits 0;
   kill_in_save:N     SIGKILL just after the checkpoint of step N started,
                      while orbax writes it in the background;
   kill_in_eval:N     SIGKILL inside this process's N-th validation pass,
@@ -56,6 +59,17 @@ def kill_after_step(step):
       _die()
 
   progress.EpochBars.update = update_then_die
+
+
+def sigterm_after_step(step):
+  update = progress.EpochBars.update
+
+  def update_then_stop(bars, current):
+    update(bars, current)
+    if current == step:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  progress.EpochBars.update = update_then_stop
 
 
 def out_of_memory_after_step(step):

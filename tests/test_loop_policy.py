@@ -35,8 +35,13 @@ def test_every_n_step_checkpoints_end_a_log_interval_without_validation():
       _steps_where('log', intervals))
 
 
-def test_a_stop_request_logs_saves_and_stops_mid_epoch():
+def test_a_stop_request_saves_and_stops_mid_epoch_logging_only_on_log_steps():
+  """Between log steps the interval's metrics go with the checkpoint
+  (train.py), so that the resumed run logs the interval whole."""
   todo = loop_policy.after_step(3, INTERVALS, stop_requested=True)
+  assert todo == loop_policy.Actions(log=False, validate=False, save=True,
+                                     save_if_due=False, stop=True)
+  todo = loop_policy.after_step(8, INTERVALS, stop_requested=True)
   assert todo == loop_policy.Actions(log=True, validate=False, save=True,
                                      save_if_due=False, stop=True)
 

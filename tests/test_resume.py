@@ -1,5 +1,6 @@
-"""Exact resume: a run killed three times, out of device memory once and
-failed by a full disk ends as an uninterrupted one."""
+"""Exact resume: a run killed three times, stopped by SIGTERM between log
+steps, out of device memory once and failed by a full disk ends as an
+uninterrupted one."""
 
 import os
 import re
@@ -13,8 +14,11 @@ from scripts import check_resume
 from tiny_flax import checkpointing
 
 # Before the first checkpoint; while orbax writes the checkpoint of step 8;
-# inside the second validation pass (the last epoch's).
-KILL_POINTS = ('kill_after_step:2', 'kill_in_save:8', 'kill_in_eval:2')
+# SIGTERM between the log steps 12 and 15 (its call ends at step 13, or 14
+# with two steps per call), which saves and exits 0; inside the next run's
+# first validation pass (the last epoch's): (fault, exit code).
+FAULTS = (('kill_after_step:2', -9), ('kill_in_save:8', -9),
+          ('sigterm_after_step:13', 0), ('kill_in_eval:1', -9))
 
 
 def _flags(workdir, fake_config):
@@ -39,17 +43,23 @@ def _flags(workdir, fake_config):
                          ids=['tf_data', 'on_device_2_steps_per_dispatch_ema_mixing_microbatches'])
 def test_killed_three_times_and_a_full_disk_the_run_ends_bitwise_as_uninterrupted(
     input_flags, fake_config, fake_builder, tmp_path):
-  """Three SIGKILLs, a device out of memory, then a full disk at the last
-  checkpoint, then the end."""
+  """Three SIGKILLs and a SIGTERM, a device out of memory, then a full disk
+  at the last checkpoint, then the end."""
   del fake_builder  # prepared once for the session
   expected, killed = str(tmp_path / 'expected'), str(tmp_path / 'killed')
   flags = lambda workdir: _flags(workdir, fake_config) + input_flags
   result = conftest.run_python(['-m', 'tiny_flax.main', *flags(expected)])
   assert result.returncode == 0, result.stderr[-3000:]
 
-  for point in KILL_POINTS:
-    result = conftest.run_python(['tests/faults.py', point, *flags(killed)])
-    assert result.returncode == -9, (point, result.stderr[-3000:])
+  for fault, code in FAULTS:
+    result = conftest.run_python(['tests/faults.py', fault, *flags(killed)])
+    assert result.returncode == code, (fault, result.stderr[-3000:])
+    if fault.startswith('sigterm'):  # the log interval's first steps kept
+      stopped = int(re.search(r'Stopped at step (\d+)', result.stderr)[1])
+      checkpoints = checkpointing.manager(killed, read_only=True)
+      unlogged = checkpointing.unlogged_metrics(checkpoints, stopped)
+      checkpoints.close()
+      assert unlogged['loss']['count'] == (stopped - 12) * 80
   checkpoints = os.listdir(os.path.join(killed, 'checkpoints'))
   assert '20' not in checkpoints  # killed before the last epoch's checkpoint
 

@@ -3,11 +3,16 @@
 import itertools
 import re
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tiny_flax import checkpointing
 from tiny_flax import loop_policy
+from tiny_flax import parallel
 from tiny_flax import step_runner
+from tiny_flax import steps
 
 
 def _ends(start, sizes):
@@ -92,3 +97,50 @@ def test_the_host_waits_once_it_is_three_steps_ahead():
   for step in range(1, 7):
     steps_ahead.dispatched({'loss': _Output(step, waited)})
     assert waited == list(range(1, step - 2)), step
+
+
+def _metrics_body(state, batch):
+  """A step whose losses are sums that float32 rounds in the order taken."""
+  return state + 1, steps.TrainMetrics.gather_from_model_output(
+      axis_name=steps.AXIS, logits=batch['logits'], labels=batch['label'],
+      loss=batch['loss'])
+
+
+def _logged(par, compiled, batches, sizes, unlogged=None):
+  runner = step_runner.StepRunner(par, compiled, par.replicate(jnp.int32(0)),
+                                  iter(batches), sizes, unlogged=unlogged)
+  for _ in sizes:
+    runner.step()
+  return runner
+
+
+def test_a_log_interval_cut_by_a_stop_is_logged_whole_after_the_resume(
+    tmp_path):
+  """The metrics of an interval's first steps go through a checkpoint's
+  metadata (JSON) and are merged with the resumed run's: the logged values
+  equal an uninterrupted run's bit for bit."""
+  rng = np.random.default_rng(0)
+  batches = [{'loss': rng.uniform(0.5, 1.5, 8).astype(np.float32),
+              'logits': rng.normal(size=(8, 5)).astype(np.float32),
+              'label': rng.integers(0, 5, 8).astype(np.int32)}
+             for _ in range(7)]
+  batches[0]['loss'][:] = 2**25  # a sum of 2**28: each later step's is lost
+  par = parallel.Parallel('shard_map')
+  compiled, _ = par.compile_train(_metrics_body)
+  whole = jax.device_get(_logged(par, compiled, batches, [1] * 7).pop_metrics())
+
+  stopped = _logged(par, compiled, batches[:3], [1] * 3)
+  checkpoints = checkpointing.manager(str(tmp_path))
+  checkpointing.save(checkpoints, 3, {'step': np.int32(3)},
+                     unlogged=stopped.unlogged_metrics())
+  checkpointing.wait(checkpoints)
+  unlogged = checkpointing.unlogged_metrics(checkpoints, 3)
+  assert unlogged['loss']['count'] == 24
+  resumed = _logged(par, compiled, batches[3:], [1] * 4, unlogged)
+  assert jax.device_get(resumed.pop_metrics()) == whole
+  # The next interval starts afresh; without the carried metrics the
+  # resumed interval is another one.
+  assert checkpointing.unlogged_metrics(checkpoints, 4) is None
+  alone = _logged(par, compiled, batches[3:], [1] * 4)
+  assert jax.device_get(alone.pop_metrics())['loss'] != whole['loss']
+  checkpoints.close()

@@ -13,12 +13,15 @@ import re
 import time
 
 from absl import logging
+from flax import serialization
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from tiny_flax import errors
+
+_UNLOGGED = 'train_metrics_since_last_log'
 
 
 def _best_metric(metrics):
@@ -60,16 +63,33 @@ def manager(workdir, keep=3, read_only=False):
           cleanup_tmp_directories=not read_only))
 
 
-def save(checkpoints, step, state, metrics=None):
+def save(checkpoints, step, state, metrics=None, unlogged=None):
   """Starts an asynchronous save; training goes on while it is written.
 
   Without metrics (a save inside an epoch) the checkpoint is kept as one of
-  the latest, never as the best.
+  the latest, never as the best. `unlogged`: the merged training metrics
+  (a clu collection) of the steps since the last log, when a stop falls
+  between log steps; they go into the checkpoint's metadata, for the
+  resumed run's first log (`unlogged_metrics`).
   """
+  custom = None
+  if unlogged is not None:  # float32 and int32 round-trip through JSON
+    custom = {_UNLOGGED: jax.tree.map(
+        lambda x: x.item(),
+        serialization.to_state_dict(jax.device_get(unlogged)))}
   with _storage_errors(checkpoints):
     checkpoints.save(step, args=ocp.args.StandardSave(state),
                      metrics=None if metrics is None else {
-                         k: float(v) for k, v in metrics.items()})
+                         k: float(v) for k, v in metrics.items()},
+                     custom_metadata=custom)
+
+
+def unlogged_metrics(checkpoints, step):
+  """The state dict of the unlogged metrics saved with the checkpoint of
+  `step` (`save`), or None."""
+  if step not in checkpoints.all_steps():
+    return None
+  return (checkpoints.metadata(step).custom_metadata or {}).get(_UNLOGGED)
 
 
 def wait(checkpoints):

@@ -47,7 +47,9 @@ class Actions(NamedTuple):
   # A checkpoint of this step if config.checkpoint_every_minutes have passed
   # since the last; asked after the log, when the step's results are in.
   save_if_due: bool
-  stop: bool  # wait for the checkpoint, then end the run before num_steps
+  # Wait for the checkpoint, then end the run before num_steps; between log
+  # steps, the metrics since the last log are saved with the checkpoint.
+  stop: bool
 
 
 def _epoch_end(step, intervals):
@@ -58,13 +60,16 @@ def after_step(step, intervals, *, stop_requested=False):
   """The `Actions` after `step` (counted from 1).
 
   Timed checkpoints fall on log steps, so that a resumed run logs the same
-  intervals. `stop_requested`: a signal arrived; the run logs and saves this
-  step and stops, unless it is the last step anyway.
+  intervals. `stop_requested`: a signal arrived; the run saves this step and
+  stops, unless it is the last step anyway. It logs only on a log step:
+  between two, the metrics of the steps since the last log go with the
+  checkpoint, and the resumed run logs that interval whole, as an
+  uninterrupted run does.
   """
   validate = _epoch_end(step, intervals)
   save = validate or (intervals.checkpoint_every > 0
                       and step % intervals.checkpoint_every == 0)
   log = save or step % intervals.log_every == 0
   stop = stop_requested and step < intervals.num_steps
-  return Actions(log=log or stop, validate=validate, save=save or stop,
+  return Actions(log=log, validate=validate, save=save or stop,
                  save_if_due=log and not (save or stop), stop=stop)

@@ -8,6 +8,7 @@ JAX recommends since pmap moved onto jit + shard_map in 0.8.
 
 import collections
 import functools
+import itertools
 
 import flax.jax_utils
 import jax
@@ -37,9 +38,7 @@ class Parallel:
     self.mesh = jax.sharding.Mesh(np.array(self.devices), (steps.AXIS,))
     self._batch_sharding = NamedSharding(self.mesh, P(steps.AXIS))
     self._stacked_sharding = NamedSharding(self.mesh, P(None, steps.AXIS))
-    self._merge_metrics = jax.jit(lambda collected: functools.reduce(
-        lambda total, metrics: total.merge(metrics),
-        map(self.unreplicate, collected)))
+    self._merge_metrics = jax.jit(self._merge)
 
   @property
   def num_devices(self):
@@ -82,14 +81,22 @@ class Parallel:
       return jax.tree.map(lambda x: x[0], tree)
     return tree
 
-  def merge_metrics(self, collected):
+  def merge_metrics(self, collected, start=None):
     """One clu collection from a list of steps' replicated metrics.
 
     One compiled call per list: merging each step's metrics as it comes cost
     an H200 a quarter to a half of ResNet18's training steps waiting on the
-    host (docs/performance.md).
+    host (docs/performance.md). `start`: a merged (unreplicated) collection
+    of earlier steps, merged first; the merge is a left fold, so merging in
+    two parts gives the sums of one merge, bit for bit.
     """
-    return self._merge_metrics(list(collected))
+    return self._merge_metrics(list(collected), start)
+
+  def _merge(self, collected, start):
+    metrics = map(self.unreplicate, collected)
+    if start is not None:
+      metrics = itertools.chain([start], metrics)
+    return functools.reduce(lambda total, step: total.merge(step), metrics)
 
   def shard_batch(self, batch, stacked=False):
     """This process's numpy batch -> device arrays split over the batch axis.

@@ -14,6 +14,7 @@ import itertools
 from typing import Callable, Iterator, NamedTuple
 
 from absl import logging
+from flax import serialization
 import jax
 import numpy as np
 
@@ -158,16 +159,24 @@ class StepsAhead:
 class StepRunner:
   """Holds the replicated state and the metrics of the steps since the last log."""
 
-  def __init__(self, par, train_step, state, batches, sizes, train_steps=None):
+  def __init__(self, par, train_step, state, batches, sizes, train_steps=None,
+               unlogged=None):
     """`train_step(state, batch)` runs one step, `train_steps(state, batches)`
     (steps.in_sequence, compiled with stacked=True) several; `batches` are
-    host batches, `sizes` the steps of each call (dispatch_sizes)."""
+    host batches, `sizes` the steps of each call (dispatch_sizes).
+
+    `unlogged`: the metrics of the steps before the start that no log wrote
+    (a run stopped between log steps; checkpointing.unlogged_metrics), as
+    a state dict of numbers: the first log merges them with its own steps',
+    so that it covers the same steps as an uninterrupted run's.
+    """
     self.state = state
     self._par = par
     self._train_step = train_step
     self._train_steps = train_steps
     self._calls = par.prefetch(grouped(batches, sizes), place=self._place)
     self._metrics = []
+    self._unlogged = unlogged
     self._steps_ahead = StepsAhead()
 
   def _place(self, group):
@@ -185,6 +194,17 @@ class StepRunner:
 
   def pop_metrics(self):
     """The merged metrics of the steps since the last call (device arrays)."""
-    merged = self._par.merge_metrics(self._metrics).compute()
+    merged = self.unlogged_metrics().compute()
     self._metrics.clear()
+    self._unlogged = None
     return merged
+
+  def unlogged_metrics(self):
+    """The clu collection of the steps since the last log, merged on device."""
+    start = None
+    if self._unlogged is not None:  # numbers, cast as this run's metrics
+      template = self._par.unreplicate(self._metrics[0])
+      start = jax.tree.map(lambda like, value: np.asarray(value, like.dtype),
+                           template, serialization.from_state_dict(
+                               template, self._unlogged))
+    return self._par.merge_metrics(self._metrics, start)

@@ -137,6 +137,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       checkpointing.restore_latest(checkpoints, state, steps.fit_checkpoint),
       platform.loss_scaling)
   start_step = int(state.step)
+  unlogged = checkpointing.unlogged_metrics(checkpoints, start_step)
   if start_step == 0 and config.init_from:
     state = _init_from_torchvision(config, state)
   # A time budget sizes the run at an early epoch's end; the length chosen
@@ -192,7 +193,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       step_runner.dispatch_sizes(start_step, num_steps,
                                  platform.steps_per_dispatch,
                                  intervals.every()),
-      compiled.train_steps)
+      compiled.train_steps, unlogged)
   del state  # the runner's replicated copy is the one that trains
   last_finite = {}  # step and training loss of the last finite log
   if sizing.times_first_epoch(start_step):  # its validation compiled first
@@ -244,9 +245,14 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
                   runner.state.opt_state, par.replicate(np.int32(num_steps))))
           intervals, learning_rate_fn, report_progress, bars = for_length(
               num_steps, num_steps)
+      unlogged = None
+      if todo.stop and not todo.log:  # saved, for the resumed run's first log
+        unlogged = runner.unlogged_metrics()
+        _check_finite(step, {'train_loss': unlogged.compute()['loss']},
+                      last_finite, checkpoints)
       if todo.save or (todo.save_if_due and timer.due()):
         checkpointing.save(checkpoints, step, par.unreplicate(runner.state),
-                           metrics)
+                           metrics, unlogged)
         timer.saved()
       if todo.stop:
         checkpointing.wait(checkpoints)
