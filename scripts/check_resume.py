@@ -10,11 +10,13 @@ duration, restarted with the same command each time, and run to the end. The
 two final checkpoints (params, batch statistics, optimizer state) and the
 logged training and validation metrics (the last value of each tag at each
 step) must be bitwise equal. Exit status 0 when they are, 1 with the
-differences listed.
+differences listed. `--signal=TERM` sends SIGTERM instead, as Colab, SLURM
+and preemptible VMs do: each run saves the step it is at and exits.
 """
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +38,10 @@ _CHECK_DIR = flags.DEFINE_string('check_dir', None,
                                 'Folder for the two workdirs and logs.')
 _KILLS = flags.DEFINE_integer('kills', 3, 'SIGKILLs before the final run.')
 _KILL_SEED = flags.DEFINE_integer('kill_seed', 0, 'Seed of the kill moments.')
+_SIGNAL = flags.DEFINE_enum(
+    'signal', 'KILL', ['KILL', 'TERM'],
+    'KILL: a crash or an out-of-memory kill; TERM: a preemption, which the '
+    'run answers by saving its step and exiting.')
 flags.mark_flags_as_required(['check_dir'])
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,18 +104,28 @@ def _train_command(workdir, main_flags):
           '--progress=off', *main_flags]
 
 
-def _run(command, log_path, kill_after=None):
-  """Runs `command`; SIGKILLs it after `kill_after` seconds if still running."""
+def _run(command, log_path, kill_after=None, signum=signal.SIGKILL):
+  """(exit status, whether it was signalled): runs `command`, sends it
+  `signum` after `kill_after` seconds if still running."""
   with open(log_path, 'w') as log:
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join(
             filter(None, [REPO, os.environ.get('PYTHONPATH')]))))
     try:
-      return process.wait(timeout=kill_after)
+      return process.wait(timeout=kill_after), False
     except subprocess.TimeoutExpired:
-      process.send_signal(signal.SIGKILL)
-      return process.wait()
+      process.send_signal(signum)
+      return process.wait(), True
+
+
+def _outcome(code, log_path):
+  """How a signalled run ended, from its exit status and log."""
+  if code == 0:
+    with open(log_path) as log:
+      stopped = re.findall(r'Stopped at step (\d+)', log.read())
+    return f', stopped at step {stopped[-1]}' if stopped else ', exit status 0'
+  return f', exit status {code}' if code != -signal.SIGKILL else ''
 
 
 def main(argv):
@@ -126,21 +142,22 @@ def main(argv):
   os.makedirs(killed)
   started = time.monotonic()
   if _run(_train_command(expected, main_flags),
-          os.path.join(out, 'uninterrupted.log')):
+          os.path.join(out, 'uninterrupted.log'))[0]:
     sys.exit(f'The uninterrupted run failed: see {out}/uninterrupted.log')
   duration = time.monotonic() - started
   print(f'Uninterrupted run: {duration:.0f} s.')
   moments = random.Random(_KILL_SEED.value)
   command = _train_command(killed, main_flags)
+  signum = signal.Signals[f'SIG{_SIGNAL.value}']
   for attempt in range(_KILLS.value):
     kill_after = moments.uniform(0, duration)
-    code = _run(command, os.path.join(out, f'killed_{attempt}.log'),
-                kill_after)
+    log_path = os.path.join(out, f'killed_{attempt}.log')
+    code, signalled = _run(command, log_path, kill_after, signum)
     print(f'Attempt {attempt}: ' + (
-        f'SIGKILL after {kill_after:.1f} s.' if code == -signal.SIGKILL
-        else f'ended with exit status {code} before its kill at '
-        f'{kill_after:.1f} s.'))
-  if _run(command, os.path.join(out, 'final.log')):
+        f'{signum.name} after {kill_after:.1f} s{_outcome(code, log_path)}.'
+        if signalled else f'ended with exit status {code} before its '
+        f'{signum.name} at {kill_after:.1f} s.'))
+  if _run(command, os.path.join(out, 'final.log'))[0]:
     sys.exit(f'The final resumed run failed: see {out}/final.log')
   found = differences(expected, killed)
   for line in found:

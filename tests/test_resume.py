@@ -4,6 +4,8 @@ uninterrupted one."""
 
 import os
 import re
+import signal
+import sys
 
 from clu import metric_writers
 import jax.numpy as jnp
@@ -110,3 +112,19 @@ def test_differences_are_found(tmp_path):
       expected, _workdir(tmp_path / 'c', 1.0 + 2**-20, 2.5))
   assert found == ["['params']['w'] differs (largest difference 9.54e-07)",
                    'train_loss differs at steps [4]']
+
+
+def test_the_random_interruptions_say_how_each_run_ended(tmp_path):
+  """check_resume --signal=TERM: the signal reaches the run, and a run that
+  saved and exited is reported with its step."""
+  log = str(tmp_path / 'run.log')
+  code, signalled = check_resume._run(
+      [sys.executable, '-c', 'import time; time.sleep(60)'], log, 0.5,
+      signal.SIGTERM)
+  assert (code, signalled) == (-signal.SIGTERM, True)
+  assert check_resume._run([sys.executable, '-c', ''], log, 30) == (0, False)
+  with open(log, 'w') as f:
+    f.write('W1208 train.py:262] Stopped at step 7 of 62, checkpoint saved\n')
+  assert check_resume._outcome(0, log) == ', stopped at step 7'
+  assert check_resume._outcome(-signal.SIGTERM, log) == ', exit status -15'
+  assert check_resume._outcome(-signal.SIGKILL, log) == ''
