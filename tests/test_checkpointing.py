@@ -179,3 +179,22 @@ def test_a_resume_at_another_batch_size_is_warned_of(tmp_path):
   assert 'batch_size=256, resumed at batch_size=128' in message
   assert '--config.microbatches=2' in message
   assert workdir_lib.load_config(str(tmp_path)).batch_size == 128
+
+
+def test_a_resume_with_other_values_names_them(tmp_path):
+  """A forgotten or added flag shows at the restart, before any training."""
+  config = ml_collections.ConfigDict({
+      'model': 'resnet18', 'batch_size': 256, 'num_epochs': 15,
+      'dataset': {'source': 'official', 'data_dir': '/data'},
+      'schedule': {'boundaries': (7, 14)}})
+  workdir_lib.check_workdir(str(tmp_path), config)
+  (tmp_path / 'checkpoints' / '4').mkdir(parents=True)
+  with mock.patch.object(workdir_lib.logging, 'warning') as warning:
+    workdir_lib.check_workdir(str(tmp_path), config)  # tuples read as lists
+    assert not warning.called
+    config.num_epochs = 30
+    config.dataset.data_dir = '/scratch'
+    workdir_lib.check_workdir(str(tmp_path), config)
+  message = warning.call_args[0][0] % warning.call_args[0][1:]
+  assert ("config values other than its last start's: dataset.data_dir="
+          "'/data' -> '/scratch', num_epochs=15 -> 30.") in message

@@ -18,6 +18,7 @@ import ml_collections
 
 from tiny_flax import checkpointing
 from tiny_flax import errors
+from tiny_flax import hparams
 
 # Changing one of these makes a checkpoint meaningless for the new run.
 IDENTITY_KEYS = ('model', 'dataset.source', 'dataset.fake_train_per_class',
@@ -34,7 +35,9 @@ def _lookup(config_dict, dotted):
 def check_same_run(workdir, previous, config):
   """Refuses a config whose model or dataset differs from the workdir's run;
   warns of another batch size, which the run takes but which moves its
-  epochs and schedule against the steps it has trained."""
+  epochs and schedule against the steps it has trained, and names every
+  other value changed since the last start (a flag forgotten or added)."""
+  changed = _changed_values(previous, config)
   previous, current = previous.to_dict(), config.to_dict()
   for key in IDENTITY_KEYS:
     if _lookup(previous, key) != _lookup(current, key):
@@ -50,6 +53,24 @@ def check_same_run(workdir, previous, config):
         'keep the batch and compute it in parts (--config.microbatches=2, '
         '4, ...).', workdir, previous.get('batch_size'),
         current.get('batch_size'))
+  changed.pop('batch_size', None)
+  if changed:
+    logging.warning(
+        '%s is resumed with config values other than its last start\'s: %s. '
+        'The run goes on with these.', workdir,
+        ', '.join(f'{key}={old!r} -> {new!r}'
+                  for key, (old, new) in changed.items()))
+
+
+def _changed_values(previous, config):
+  """{dotted key: (previous, current)} of the values that differ, the current
+  config read back as config.json records it (tuples become lists)."""
+  before = hparams.flat(previous)
+  now = hparams.flat(ml_collections.ConfigDict(
+      json.loads(config.to_json_best_effort())))
+  return {key: (before.get(key), now.get(key))
+          for key in sorted(before.keys() | now.keys())
+          if before.get(key) != now.get(key)}
 
 
 def write_atomically(path, text):
