@@ -7,6 +7,8 @@ FAULT:N is one of
   sigterm_after_step:N
                      SIGTERM once training step N is dispatched: the run
                      saves the step that call ends at and exits 0;
+  ctrl_c_in_setup:0  SIGINT while the train state's initialisation compiles,
+                     before the loop's handler would serve it as a stop;
   kill_in_save:N     SIGKILL just after the checkpoint of step N started,
                      while orbax writes it in the background;
   kill_in_eval:N     SIGKILL inside this process's N-th validation pass,
@@ -27,6 +29,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 
 from absl import app
 import jax
@@ -34,6 +37,7 @@ import jax
 from tiny_flax import checkpointing
 from tiny_flax import main
 from tiny_flax import progress
+from tiny_flax import steps
 from tiny_flax import summaries
 from tiny_flax import time_budget
 from tiny_flax import train
@@ -70,6 +74,17 @@ def sigterm_after_step(step):
       os.kill(os.getpid(), signal.SIGTERM)
 
   progress.EpochBars.update = update_then_stop
+
+
+def ctrl_c_in_setup(_):
+  create_train_state = steps.create_train_state
+
+  def interrupted_while_compiling(*args, **kwargs):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    return create_train_state(*args, **kwargs)
+
+  steps.create_train_state = interrupted_while_compiling
 
 
 def out_of_memory_after_step(step):

@@ -76,6 +76,22 @@ def test_sigterm_mid_epoch_saves_that_step_and_the_same_command_resumes(
   assert _steps_saved(workdir)[-1] == 10
 
 
+def test_ctrl_c_before_training_is_one_line_and_exit_130(
+    fake_config, fake_builder, tmp_path):
+  """Before the loop serves Ctrl-C as a stop (data preparation, compilation):
+  one line, no traceback, and no crash in Python's teardown while XLA still
+  compiles in another thread (a segmentation fault, 1 exit in 3 before)."""
+  del fake_builder  # prepared once for the session
+  command = _command(tmp_path / 'run', fake_config)
+  result = conftest.run_python(['tests/faults.py', 'ctrl_c_in_setup:0',
+                                *command[3:]])
+  assert result.returncode == 130, result.stderr[-3000:]
+  assert result.stderr.rstrip().endswith(f'error: {errors.INTERRUPTED}'), (
+      result.stderr[-3000:])
+  assert 'Traceback' not in result.stderr
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
 def test_signals_are_recorded_with_their_exit_codes():
   """SIGTERM stops a run with 0 (resumable), Ctrl-C with 130, a second one at once.
 

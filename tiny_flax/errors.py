@@ -51,14 +51,28 @@ def out_of_memory(error):
       '=false).')
 
 
+INTERRUPTED = ('interrupted (Ctrl-C). Files are written whole or not at all, '
+               'so the same command starts again; a training run resumes '
+               'from its latest checkpoint.')
+
+
 @contextlib.contextmanager
 def exit_on_user_error():
   """The entry points' shared ending for a UserError, or a device out of
-  memory: one line, exit code 1."""
+  memory: one line, exit code 1; for Ctrl-C where no stop is served (data
+  preparation, compilation, a second Ctrl-C): one line, exit code 130."""
   try:
     yield
   except UserError as e:
     _exit(e)
+  except KeyboardInterrupt:
+    print(f'error: {INTERRUPTED}', file=sys.stderr)
+    # An interrupted compilation or tf.data read goes on in other threads,
+    # and Python's teardown under them can crash: end here, streams flushed.
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)  # pylint: disable=protected-access
   except RuntimeError as e:
     user_error = out_of_memory(e)
     if user_error is None:
