@@ -137,7 +137,8 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       checkpointing.restore_latest(checkpoints, state, steps.fit_checkpoint),
       platform.loss_scaling)
   start_step = int(state.step)
-  unlogged = checkpointing.unlogged_metrics(checkpoints, start_step)
+  # Metrics of steps a stop left unlogged, merged into the first log.
+  carried_metrics = checkpointing.unlogged_metrics(checkpoints, start_step)
   if start_step == 0 and config.init_from:
     state = _init_from_torchvision(config, state)
   # A time budget sizes the run at an early epoch's end; the length chosen
@@ -193,7 +194,7 @@ def train_and_validate(config: ml_collections.ConfigDict, workdir: str,
       step_runner.dispatch_sizes(start_step, num_steps,
                                  platform.steps_per_dispatch,
                                  intervals.every()),
-      compiled.train_steps, unlogged)
+      compiled.train_steps, carried_metrics)
   del state  # the runner's replicated copy is the one that trains
   last_finite = {}  # step and training loss of the last finite log
   if sizing.times_first_epoch(start_step):  # its validation compiled first
