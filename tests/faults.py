@@ -54,26 +54,24 @@ def _die():
   os.kill(os.getpid(), signal.SIGKILL)
 
 
-def kill_after_step(step):
+def _after_step(step, action):
+  """Calls `action()` once training step `step` is dispatched."""
   update = progress.EpochBars.update
 
-  def update_then_die(bars, current):
+  def update_then_act(bars, current):
     update(bars, current)
     if current == step:
-      _die()
+      action()
 
-  progress.EpochBars.update = update_then_die
+  progress.EpochBars.update = update_then_act
+
+
+def kill_after_step(step):
+  _after_step(step, _die)
 
 
 def sigterm_after_step(step):
-  update = progress.EpochBars.update
-
-  def update_then_stop(bars, current):
-    update(bars, current)
-    if current == step:
-      os.kill(os.getpid(), signal.SIGTERM)
-
-  progress.EpochBars.update = update_then_stop
+  _after_step(step, lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def ctrl_c_in_setup(_):
@@ -87,17 +85,14 @@ def ctrl_c_in_setup(_):
   steps.create_train_state = interrupted_while_compiling
 
 
+def _out_of_memory():
+  raise jax.errors.JaxRuntimeError(
+      'RESOURCE_EXHAUSTED: Out of memory while trying to allocate '
+      '8589934592 bytes.\nBufferAssignment OOM Debugging.')
+
+
 def out_of_memory_after_step(step):
-  update = progress.EpochBars.update
-
-  def update_then_fail(bars, current):
-    update(bars, current)
-    if current == step:
-      raise jax.errors.JaxRuntimeError(
-          'RESOURCE_EXHAUSTED: Out of memory while trying to allocate '
-          '8589934592 bytes.\nBufferAssignment OOM Debugging.')
-
-  progress.EpochBars.update = update_then_fail
+  _after_step(step, _out_of_memory)
 
 
 def kill_in_save(step):

@@ -45,15 +45,13 @@ def check_same_run(workdir, previous, config):
           f'{workdir} holds a run with {key}={_lookup(previous, key)!r}, '
           f'but this config has {key}={_lookup(current, key)!r}. Pass a '
           'new --workdir, or the config that run used.')
-  if previous.get('batch_size') != current.get('batch_size'):
+  if 'batch_size' in changed:
     logging.warning(
         '%s holds a run of batch_size=%s, resumed at batch_size=%s: its '
         'steps so far count as other epochs, and its data order and '
         'learning-rate schedule change. To fit a device with less memory, '
         'keep the batch and compute it in parts (--config.microbatches=2, '
-        '4, ...).', workdir, previous.get('batch_size'),
-        current.get('batch_size'))
-  changed.pop('batch_size', None)
+        '4, ...).', workdir, *changed.pop('batch_size'))
   if changed:
     logging.warning(
         '%s is resumed with config values other than its last start\'s: %s. '
